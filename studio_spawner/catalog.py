@@ -1,0 +1,256 @@
+"""The admin's catalogue and policies: every knob is a documented traitlets setting.
+
+`StudioCatalog` is a mixin of `StudioSpawner`, so each setting is configured as
+``c.StudioSpawner.<name>`` (``c.StudioCatalog.<name>`` works too). Entries of the list settings
+are checked when they are set, and an error names the setting and the entry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
+from traitlets.config import Configurable
+
+from .validators import parse_image
+
+ENTRY_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:m|k|Ki|M|Mi|G|Gi|T|Ti)?")
+
+
+@dataclass(frozen=True)
+class ResourcePreset:
+    """CPU, memory and GPU for a studio, chosen by id on the form."""
+
+    id: str
+    display_name: str
+    description: str = ""
+    cpu_guarantee: float | None = None
+    cpu_limit: float | None = None
+    mem_guarantee: str | None = None
+    mem_limit: str | None = None
+    gpu: int = 0
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template image from the admin's catalogue."""
+
+    id: str
+    display_name: str
+    image: str
+    description: str = ""
+    default_url: str = "/lab"
+    conda: bool = True
+    resources: tuple[str, ...] = ()
+    default_resources: str | None = None
+
+
+@dataclass(frozen=True)
+class DataRepository:
+    """An S3 data repository users can mount at /workspace/data/<name>."""
+
+    name: str
+    bucket: str
+    description: str = ""
+    prefix: str = ""
+    region: str = ""
+    writable: bool = False
+    claim: str = ""
+    writable_claim: str = ""
+
+
+Entry = TypeVar("Entry", ResourcePreset, Template, DataRepository)
+
+
+def _entry(kind: type[Entry], setting: str, index: int, raw: Any) -> Entry:
+    """Build one typed entry from an admin dict, naming the setting in every error."""
+    where = f"StudioSpawner.{setting}[{index}]"
+    if not isinstance(raw, dict):
+        raise TraitError(f"{where}: each entry must be a dict")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise TraitError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    try:
+        entry = kind(**values)
+    except TypeError as error:
+        raise TraitError(f"{where}: {error}") from None
+    key = entry.name if isinstance(entry, DataRepository) else entry.id
+    if not isinstance(key, str) or not ENTRY_ID.fullmatch(key):
+        raise TraitError(f"{where}: ids and names are lowercase letters, digits and '-' (≤ 63)")
+    return entry
+
+
+def _entries(kind: type[Entry], setting: str, items: list) -> list[Entry]:
+    entries = [_entry(kind, setting, i, raw) for i, raw in enumerate(items)]
+    keys = [e.name if isinstance(e, DataRepository) else e.id for e in entries]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise TraitError(f"StudioSpawner.{setting}: duplicate ids {duplicates}")
+    return entries
+
+
+class StudioCatalog(Configurable):
+    """Templates, resource presets, data repositories and the policies for user options."""
+
+    templates = List(
+        Dict(),
+        config=True,
+        help="""Template images offered on the form. Each entry is a dict with keys
+        id, display_name, image, and optional description, default_url (default /lab),
+        conda (allow Conda packages, default True), resources (allowed preset ids; empty
+        means all) and default_resources.""",
+    )
+    resource_presets = List(
+        Dict(),
+        config=True,
+        help="""Resource presets offered on the form: dicts with id, display_name and optional
+        description, cpu_guarantee, cpu_limit (cores), mem_guarantee, mem_limit (e.g. 4G) and
+        gpu (count of nvidia.com/gpu).""",
+    )
+    default_resource_preset = Unicode(
+        "",
+        config=True,
+        help="Preset used when neither the user nor the template chooses one ('' = first).",
+    )
+    data_repositories = List(
+        Dict(),
+        config=True,
+        help="""Data repositories (S3 buckets) users may mount under /workspace/data/<name>:
+        dicts with name, bucket and optional description, prefix, region, writable (may users
+        mount it read-write; default False), claim (an admin-provisioned read-only
+        PersistentVolumeClaim) and writable_claim (its read-write claim).""",
+    )
+    allow_custom_images = Bool(
+        True, config=True, help="Let users type a custom image instead of picking a template."
+    )
+    allowed_registries = List(
+        Unicode(),
+        ["*"],
+        config=True,
+        help="""Glob patterns a custom image's registry/path must fully match, e.g.
+        'quay.io/*' or '*.dkr.ecr.eu-west-1.amazonaws.com/*'. Docker Hub images are matched as
+        docker.io/<path> (docker.io/library/<name> for official images).""",
+    )
+    allow_conda_with_custom_image = Bool(
+        False,
+        config=True,
+        help="Allow Conda packages with a custom image (refused by default, as in Seqera).",
+    )
+    conda_channels = List(
+        Unicode(),
+        ["conda-forge", "bioconda"],
+        config=True,
+        help="Channels an environment.yml may use (in 'channels' and in 'channel::pkg').",
+    )
+    environment_yml_max_bytes = Integer(
+        65536, min=1, config=True, help="Largest environment.yml accepted, in bytes."
+    )
+    private_default = Bool(
+        False, config=True, help="Whether new studios are private (not shared) by default."
+    )
+    lifespan_default_hours = Integer(8, min=1, config=True, help="Default lifespan in hours.")
+    lifespan_min_hours = Integer(1, min=1, config=True, help="Shortest lifespan in hours.")
+    lifespan_max_hours = Integer(120, min=1, config=True, help="Longest lifespan in hours.")
+    lifespan_locked = Bool(
+        False,
+        config=True,
+        help="Lock the lifespan at lifespan_default_hours: users see it and cannot change it.",
+    )
+    allow_keep_running = Bool(
+        False, config=True, help="Let users choose 'keep running' (no lifespan limit)."
+    )
+    protected_env_names = List(
+        Unicode(),
+        config=True,
+        help="""More environment variable names (glob patterns) users may not set, on top of
+        JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_* and HOME.""",
+    )
+    env_max_count = Integer(50, min=0, config=True, help="Most environment variables per studio.")
+    env_value_max_chars = Integer(
+        4096, min=1, config=True, help="Longest environment variable value."
+    )
+    reserved_label_keys = List(
+        Unicode(),
+        config=True,
+        help="""More label keys users may not set (globs; 'prefix/*' reserves a prefix and its
+        subdomains), on top of hub.jupyter.org/*, studio.jupyter.org/*, kubernetes.io/*,
+        k8s.io/*, app, component, heritage, release and chart.""",
+    )
+    labels_max_count = Integer(20, min=0, config=True, help="Most resource labels per studio.")
+    disk_default_gib = Integer(10, min=1, config=True, help="Default home volume size in GiB.")
+    disk_min_gib = Integer(1, min=1, config=True, help="Smallest home volume in GiB.")
+    disk_max_gib = Integer(100, min=1, config=True, help="Largest home volume in GiB.")
+    init_script_max_bytes = Integer(
+        16384, min=0, config=True, help="Largest init script accepted, in bytes."
+    )
+
+    BUILTIN_PROTECTED_ENV = (
+        "JUPYTERHUB_*", "JPY_*", "STUDIO_*", "JUPYTER_IMAGE*", "MEM_*", "CPU_*", "HOME",
+    )
+    BUILTIN_RESERVED_LABELS = (
+        "hub.jupyter.org/*", "studio.jupyter.org/*", "kubernetes.io/*", "k8s.io/*",
+        "app", "component", "heritage", "release", "chart",
+    )
+
+    @validate("templates")
+    def _check_templates(self, proposal: dict) -> list:
+        for index, entry in enumerate(_entries(Template, "templates", proposal["value"])):
+            problem = parse_image(entry.image)
+            if isinstance(problem, str):
+                raise TraitError(f"StudioSpawner.templates[{index}].image: {problem}")
+        return proposal["value"]
+
+    @validate("resource_presets")
+    def _check_presets(self, proposal: dict) -> list:
+        for index, preset in enumerate(_entries(ResourcePreset, "resource_presets",
+                                                proposal["value"])):
+            for key in ("mem_guarantee", "mem_limit"):
+                value = getattr(preset, key)
+                if value is not None and not QUANTITY.fullmatch(str(value)):
+                    raise TraitError(
+                        f"StudioSpawner.resource_presets[{index}].{key}: '{value}' is not a "
+                        "quantity such as 512M or 4G"
+                    )
+        return proposal["value"]
+
+    @validate("data_repositories")
+    def _check_repositories(self, proposal: dict) -> list:
+        _entries(DataRepository, "data_repositories", proposal["value"])
+        return proposal["value"]
+
+    def template_entries(self) -> dict[str, Template]:
+        return {t.id: t for t in _entries(Template, "templates", self.templates)}
+
+    def preset_entries(self) -> dict[str, ResourcePreset]:
+        return {p.id: p for p in _entries(ResourcePreset, "resource_presets",
+                                          self.resource_presets)}
+
+    def repository_entries(self) -> dict[str, DataRepository]:
+        return {r.name: r for r in _entries(DataRepository, "data_repositories",
+                                            self.data_repositories)}
+
+    def protected_env(self) -> list[str]:
+        return [*self.BUILTIN_PROTECTED_ENV, *self.protected_env_names]
+
+    def reserved_labels(self) -> list[str]:
+        return [*self.BUILTIN_RESERVED_LABELS, *self.reserved_label_keys]
+
+    def presets_for(self, template: Template | None) -> list[ResourcePreset]:
+        """The presets a studio with this template (None: custom image) may choose."""
+        presets = self.preset_entries()
+        if template and template.resources:
+            return [presets[i] for i in template.resources if i in presets]
+        return list(presets.values())
+
+    def default_preset(self, template: Template | None) -> str | None:
+        """The preset id chosen when the user picks none."""
+        allowed = [p.id for p in self.presets_for(template)]
+        for candidate in (template and template.default_resources, self.default_resource_preset):
+            if candidate and candidate in allowed:
+                return candidate
+        return allowed[0] if allowed else None

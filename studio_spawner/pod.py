@@ -1,0 +1,171 @@
+"""Pure builders: turn StudioOptions into pod pieces, with no I/O.
+
+They work on JSON-shaped dicts (camelCase, as the API server stores them) after KubeSpawner has
+expanded its own templates, so user text never meets ``str.format``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import DataRepository
+from .options import StudioOptions
+
+FILES_MOUNT = "/etc/studio"
+DATA_ROOT = "/workspace/data"
+LAUNCHER = f"{FILES_MOUNT}/studio_startup.sh"
+STARTUP_STEPS = ("sync-envs", "user-env", "kernels")
+OPTIONS_ANNOTATION = "studio.jupyter.org/options"
+LABEL_PREFIX = "studio.jupyter.org"
+
+
+@dataclass(frozen=True)
+class StartupSettings:
+    """How the in-pod start-up program runs (set by the admin)."""
+
+    image_env_dirs: tuple[str, ...] = ("/opt/conda/envs",)
+    installer: str = ""
+    init_timeout_seconds: int = 600
+    user_env_name: str = "studio"
+
+
+def startup_env(settings: StartupSettings) -> list[dict[str, str]]:
+    """The STUDIO_* variables the start-up program reads."""
+    env = {
+        "STUDIO_FILES": FILES_MOUNT,
+        "STUDIO_IMAGE_ENV_DIRS": ":".join(settings.image_env_dirs),
+        "STUDIO_INIT_TIMEOUT": str(settings.init_timeout_seconds),
+        "STUDIO_USER_ENV": settings.user_env_name,
+    }
+    if settings.installer:
+        env["STUDIO_INSTALLER"] = settings.installer
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def merge_env(base: list[dict[str, Any]], extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Env entries of `extra` replace same-named entries of `base`; order is kept."""
+    names = {e["name"] for e in extra}
+    return [e for e in base if e["name"] not in names] + extra
+
+
+def data_volumes(
+    options: StudioOptions, repositories: Mapping[str, DataRepository]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts for the chosen data repositories (read-only unless writable)."""
+    volumes, mounts = [], []
+    for mount in options.data:
+        repository = repositories[mount.name]
+        writable = mount.writable and repository.writable
+        claim = data_claim_name(repository, writable)
+        volume = f"data-{mount.name}"
+        claim_ref = {"claimName": claim, "readOnly": not writable}
+        volumes.append({"name": volume, "persistentVolumeClaim": claim_ref})
+        mounts.append(
+            {"name": volume, "mountPath": f"{DATA_ROOT}/{mount.name}", "readOnly": not writable}
+        )
+    return volumes, mounts
+
+
+def data_claim_name(repository: DataRepository, writable: bool) -> str:
+    """The PersistentVolumeClaim that provides a repository in the given mode."""
+    if writable:
+        return repository.writable_claim or f"studio-data-{repository.name}-rw"
+    return repository.claim or f"studio-data-{repository.name}-ro"
+
+
+def apply_studio(
+    pod: dict[str, Any],
+    options: StudioOptions,
+    repositories: Mapping[str, DataRepository],
+    *,
+    files_secret: str,
+    startup: StartupSettings,
+    grace_seconds: int,
+) -> dict[str, Any]:
+    """Return a copy of KubeSpawner's pod with the studio's pieces applied."""
+    pod = json.loads(json.dumps(pod))
+    spec = pod["spec"]
+    main = spec["containers"][0]
+    user_env = [{"name": k, "value": v} for k, v in options.env.items()]
+    main["env"] = merge_env(merge_env(main.get("env") or [], startup_env(startup)), user_env)
+
+    data_vols, data_mounts = data_volumes(options, repositories)
+    files_mount = {"name": "studio-files", "mountPath": FILES_MOUNT, "readOnly": True}
+    spec["volumes"] = (spec.get("volumes") or []) + [
+        {"name": "studio-files", "secret": {"secretName": files_secret, "defaultMode": 0o444}},
+        *data_vols,
+    ]
+    main["volumeMounts"] = (main.get("volumeMounts") or []) + [files_mount, *data_mounts]
+    main["command"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("command") or [])]
+    main["terminationMessagePolicy"] = "FallbackToLogsOnError"
+
+    spec["initContainers"] = (spec.get("initContainers") or []) + [
+        _step_container(main, step)
+        for step in STARTUP_STEPS
+        if step != "user-env" or options.environment_yml.strip()
+    ]
+    spec["terminationGracePeriodSeconds"] = grace_seconds
+
+    metadata = pod["metadata"]
+    labels = metadata.get("labels") or {}
+    metadata["labels"] = {**labels, **options.labels, **studio_labels(options)}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        OPTIONS_ANNOTATION: json.dumps(options.to_user_options(), sort_keys=True),
+    }
+    return pod
+
+
+def studio_labels(options: StudioOptions) -> dict[str, str]:
+    """Labels that let admins select studios by template and sharing mode."""
+    return {
+        f"{LABEL_PREFIX}/template": options.template or "custom",
+        f"{LABEL_PREFIX}/private": str(options.private).lower(),
+    }
+
+
+def _step_container(main: dict[str, Any], step: str) -> dict[str, Any]:
+    """An init container running one start-up step in the studio's image."""
+    container = {
+        "name": f"studio-{step}",
+        "image": main["image"],
+        "command": ["/bin/sh", LAUNCHER, step],
+        "env": main.get("env") or [],
+        "volumeMounts": main.get("volumeMounts") or [],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    for key in ("imagePullPolicy", "securityContext", "workingDir", "resources"):
+        if main.get(key):
+            container[key] = main[key]
+    return container
+
+
+def files_secret(
+    name: str,
+    options: StudioOptions,
+    program: Mapping[str, str],
+    *,
+    labels: Mapping[str, str],
+    owner: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Secret carrying the studio's files: options, environment.yml, init script, program."""
+    files = {
+        "options.json": json.dumps(options.to_user_options(), indent=2, sort_keys=True),
+        "environment.yml": options.environment_yml,
+        "init.sh": options.init_script,
+        **program,
+    }
+    metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if owner:
+        metadata["ownerReferences"] = [dict(owner)]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": metadata,
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()},
+    }

@@ -1,0 +1,273 @@
+"""StudioSpawner: KubeSpawner plus the studio form, options, files Secret and fail-fast start.
+
+Glue only: parsing lives in options.py, the form in form/, pod pieces in pod.py, status
+reading in pod_status.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, ClassVar
+
+from kubernetes_asyncio.client import V1Pod
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from traitlets import Callable, Integer, List, Unicode, default, validate
+
+from . import pod as pod_builder
+from .catalog import StudioCatalog
+from .errors import OptionsError
+from .form import form_values, render_form, submitted_values
+from .options import StudioOptions, form_to_raw, parse_options
+from .pod_status import describe_event, pod_failure_reason
+from .startup import program_files
+
+
+class StudioStartError(RuntimeError):
+    """The studio's pod cannot become ready; the message says why."""
+
+    @property
+    def jupyterhub_message(self) -> str:
+        return f"The studio could not start: {self}"
+
+
+class _JSONResponse:
+    """Adapter so ApiClient.deserialize can turn a dict into a V1 model."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = json.dumps(data)
+
+
+class StudioSpawner(KubeSpawner, StudioCatalog):
+    """Spawn data-science studios chosen on the studio form (see README for every setting)."""
+
+    termination_grace_period_seconds = Integer(
+        30, min=0, config=True, help="Seconds a studio gets to shut down before it is killed."
+    )
+    startup_image_env_dirs = List(
+        Unicode(),
+        ["/opt/conda/envs"],
+        config=True,
+        help="Directories in the image whose conda envs are synced into $HOME/.local/envs.",
+    )
+    startup_installer = Unicode(
+        "",
+        config=True,
+        help="Command that builds the user's environment.yml ('' = detect mamba/micromamba/conda).",
+    )
+    init_timeout_seconds = Integer(
+        600, min=1, config=True, help="Time limit of the user's init script, in seconds."
+    )
+    user_env_name = Unicode(
+        "studio", config=True, help="Name of the env built from the user's environment.yml."
+    )
+    workspaces_hook = Callable(
+        None,
+        allow_none=True,
+        config=True,
+        help="""Callable(spawner) -> list of workspace names the user may launch studios in.
+        None: studios belong to no workspace.""",
+    )
+
+    # Form state of a failed submit, kept per user so the re-rendered form shows the errors
+    # next to the fields and everything the user typed (the hub re-renders with a new call).
+    _failed_forms: ClassVar[dict[str, tuple[dict[str, Any], dict[str, str]]]] = {}
+    studio_options: StudioOptions | None = None
+    _studio_disk_gib: int | None = None
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return StudioSpawner.render_options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return self.studio_options_from_form
+
+    @default("cmd")
+    def _default_cmd(self) -> list[str]:
+        return ["jupyterhub-singleuser"]
+
+    @validate("cmd")
+    def _require_cmd(self, proposal: dict) -> list[str]:
+        if not proposal["value"]:
+            raise ValueError(
+                "StudioSpawner.cmd must name the server command (e.g. jupyterhub-singleuser): "
+                "the start-up program runs first and then executes it"
+            )
+        return proposal["value"]
+
+    # --- the form and the options ----------------------------------------------------------
+
+    def workspaces(self) -> list[str]:
+        return list(self.workspaces_hook(self)) if self.workspaces_hook else []
+
+    def render_options_form(self) -> str:
+        """Render the form, pre-filled from the last failed submit or the saved options."""
+        failed = self._failed_forms.pop(self.user.name, None)
+        values, errors = failed or (form_values(self, self.user_options, self.name), {})
+        return render_form(
+            self,
+            values,
+            errors=errors,
+            workspaces=self.workspaces(),
+            existing_disk_gib=self._studio_disk_gib,
+        )
+
+    def parse(self, raw: dict[str, Any], **kwargs: Any) -> StudioOptions:
+        """The one validator for both the form and the REST API."""
+        raw = dict(raw)
+        if "name" not in raw:
+            raw["name"] = self.name or "studio"
+        if "template" not in raw and "image" not in raw:
+            raw["template"] = next(iter(self.template_entries()), None)
+        return parse_options(
+            raw,
+            self,
+            workspaces=self.workspaces(),
+            existing_disk_gib=self._studio_disk_gib,
+            **kwargs,
+        )
+
+    def studio_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        raw, problems = form_to_raw(formdata)
+        try:
+            options = self.parse(raw, form_errors=problems)
+        except OptionsError as error:
+            self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
+            raise
+        return options.to_user_options()
+
+    async def load_user_options(self) -> None:
+        """Validate the stored/API options and apply the non-templated settings they choose."""
+        options = self.parse(self.user_options or {})
+        self.studio_options = options
+        self.image = options.image
+        template = self.template_entries().get(options.template or "")
+        if template:
+            self.default_url = template.default_url
+        preset = self.preset_entries().get(options.resources or "")
+        if preset:
+            self.cpu_guarantee = preset.cpu_guarantee
+            self.cpu_limit = preset.cpu_limit
+            self.mem_guarantee = preset.mem_guarantee
+            self.mem_limit = preset.mem_limit
+            if preset.gpu:
+                self.extra_resource_limits = {
+                    **self.extra_resource_limits, "nvidia.com/gpu": str(preset.gpu)
+                }
+        self.storage_capacity = f"{options.disk_gib}Gi"
+
+    # --- the pod ---------------------------------------------------------------------------
+
+    @property
+    def files_secret_name(self) -> str:
+        return f"{self.pod_name}-files"
+
+    def startup_settings(self) -> pod_builder.StartupSettings:
+        return pod_builder.StartupSettings(
+            image_env_dirs=tuple(self.startup_image_env_dirs),
+            installer=self.startup_installer,
+            init_timeout_seconds=self.init_timeout_seconds,
+            user_env_name=self.user_env_name,
+        )
+
+    async def get_pod_manifest(self) -> V1Pod:
+        pod = await super().get_pod_manifest()
+        assert self.studio_options is not None, "load_user_options runs before the pod is built"
+        client = self.api.api_client
+        studio_pod = pod_builder.apply_studio(
+            client.sanitize_for_serialization(pod),
+            self.studio_options,
+            self.repository_entries(),
+            files_secret=self.files_secret_name,
+            startup=self.startup_settings(),
+            grace_seconds=self.termination_grace_period_seconds,
+        )
+        return client.deserialize(_JSONResponse(studio_pod), "V1Pod")
+
+    def files_secret_manifest(self, owner: dict[str, Any] | None) -> dict[str, Any]:
+        assert self.studio_options is not None
+        return pod_builder.files_secret(
+            self.files_secret_name,
+            self.studio_options,
+            program_files(),
+            labels=self._build_common_labels({}),
+            owner=owner,
+        )
+
+    @default("after_pod_created_hook")
+    def _default_after_pod_created_hook(self) -> Any:
+        return StudioSpawner.create_files_secret
+
+    @validate("after_pod_created_hook")
+    def _chain_after_pod_created_hook(self, proposal: dict) -> Any:
+        """An admin's hook runs after ours, so the files Secret always exists."""
+        hook = proposal["value"]
+        if hook is None or hook is StudioSpawner.create_files_secret:
+            return StudioSpawner.create_files_secret
+
+        async def chained(spawner: StudioSpawner, pod: dict[str, Any]) -> None:
+            await spawner.create_files_secret(pod)
+            result = hook(spawner, pod)
+            if asyncio.iscoroutine(result):
+                await result
+
+        return chained
+
+    async def create_files_secret(self, pod: dict[str, Any]) -> None:
+        """Create the files Secret, owned by the pod so Kubernetes deletes it with the pod."""
+        owner = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": pod["metadata"]["name"],
+            "uid": pod["metadata"]["uid"],
+            "blockOwnerDeletion": True,
+            "controller": False,
+        }
+        body = self.files_secret_manifest(owner)
+        await self._delete_files_secret()
+        await self.api.create_namespaced_secret(self.namespace, body)
+
+    async def _delete_files_secret(self) -> None:
+        try:
+            await self.api.delete_namespaced_secret(self.files_secret_name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        await self._delete_files_secret()
+
+    # --- start-up feedback -----------------------------------------------------------------
+
+    def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
+        """Ready, or raise at once with the reason when the pod can never become ready."""
+        reason = pod_failure_reason(pod)
+        if reason:
+            raise StudioStartError(reason)
+        return super().is_pod_running(pod)
+
+    async def progress(self):  # type: ignore[override]
+        async for event in super().progress():
+            message = describe_event(event)
+            yield {**event, "message": message} if message else event
+
+    # --- state -----------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self._pvc_exists and self.studio_options:
+            self._studio_disk_gib = self._studio_disk_gib or self.studio_options.disk_gib
+        if self._studio_disk_gib:
+            state["studio_disk_gib"] = self._studio_disk_gib
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._studio_disk_gib = state.get("studio_disk_gib")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.studio_options = None

@@ -1,0 +1,148 @@
+"""Grammars for the values users type: image references, labels, env names, scripts.
+
+Every check here is a full match: a value is valid only if all of it fits the grammar.
+Each function returns an error message (a sentence that says how to fix it) or None.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+# --- container image references (the grammar of the distribution/reference package) ---------
+
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_NAME = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*"
+_IPV6 = r"\[[a-fA-F0-9:]+\]"
+_HOST = rf"(?:{_DOMAIN_NAME}|{_IPV6})"
+_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+IMAGE_REFERENCE = re.compile(
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
+)
+DEFAULT_REGISTRY = "docker.io"
+_MAX_IMAGE_NAME = 255
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed image reference; `registry` is normalised (docker.io when omitted)."""
+
+    registry: str
+    path: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def repository(self) -> str:
+        """registry/path, the form allowed-registry patterns are matched against."""
+        return f"{self.registry}/{self.path}"
+
+
+def parse_image(reference: str) -> ImageReference | str:
+    """Parse an image reference, or return a message saying what is wrong with it."""
+    if reference != reference.strip() or any(ch.isspace() for ch in reference):
+        return "an image reference cannot contain spaces"
+    if not reference:
+        return "enter an image reference such as quay.io/jupyter/scipy-notebook:2024-07-29"
+    match = IMAGE_REFERENCE.fullmatch(reference)
+    domain = match and match.group("domain")
+    # The first component is a registry only if it looks like a host (distribution's rule).
+    if match and domain and not ("." in domain or ":" in domain or domain == "localhost"):
+        if domain != domain.lower():
+            match = None
+        else:
+            return parse_image(f"{DEFAULT_REGISTRY}/{reference}")
+    if not match:
+        if reference != reference.lower() and IMAGE_REFERENCE.fullmatch(reference.lower()):
+            return "repository names must be lowercase (the registry host and tag may not be)"
+        return (
+            "not a valid image reference; use [registry[:port]/]path[:tag][@sha256:digest], "
+            "for example quay.io/jupyter/scipy-notebook:2024-07-29"
+        )
+    registry = domain or DEFAULT_REGISTRY
+    path = match.group("path")
+    if registry == DEFAULT_REGISTRY and "/" not in path:
+        path = f"library/{path}"
+    if len(f"{domain + '/' if domain else ''}{match.group('path')}") > _MAX_IMAGE_NAME:
+        return f"the image name is longer than {_MAX_IMAGE_NAME} characters"
+    digest = match.group("digest")
+    if digest and digest.startswith("sha256:") and len(digest) != len("sha256:") + 64:
+        return "a sha256 digest has exactly 64 hexadecimal characters"
+    return ImageReference(registry, path, match.group("tag"), digest)
+
+
+def registry_allowed(image: ImageReference, patterns: list[str]) -> bool:
+    """True when registry/path fully matches one glob pattern (``*`` also matches ``/``)."""
+    return any(fnmatch.fnmatchcase(image.repository, pattern) for pattern in patterns)
+
+
+# --- Kubernetes labels ------------------------------------------------------------------------
+
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
+def label_key_error(key: str, reserved: list[str]) -> str | None:
+    """Check a label key: ``[prefix/]name``; reserved keys and prefixes are refused."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not prefix:
+        return "a label key cannot start with '/'"
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return (
+            "the label prefix must be a lowercase DNS subdomain of at most 253 characters, "
+            "such as example.com"
+        )
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return (
+            "a label name is 1-63 characters: letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    if any(_reserved_match(key, prefix, pattern) for pattern in reserved):
+        return "this label key is reserved for the hub and Kubernetes; choose another key"
+    return None
+
+
+def _reserved_match(key: str, prefix: str, pattern: str) -> bool:
+    if pattern.endswith("/*"):
+        reserved_prefix = pattern[:-2]
+        return prefix == reserved_prefix or prefix.endswith("." + reserved_prefix)
+    return fnmatch.fnmatchcase(key, pattern)
+
+
+def label_value_error(value: str) -> str | None:
+    """Check a label value: empty, or 1-63 characters of the label-name alphabet."""
+    if value == "" or (len(value) <= 63 and _LABEL_NAME.fullmatch(value)):
+        return None
+    return (
+        "a label value is at most 63 characters: letters, digits, '-', '_' and '.', "
+        "starting and ending with a letter or digit"
+    )
+
+
+# --- environment variables and text -------------------------------------------------------------
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_name_error(name: str, protected: list[str]) -> str | None:
+    """Check an environment variable name and refuse the protected ones."""
+    if not ENV_NAME.fullmatch(name) or len(name) > 255:
+        return "a variable name has letters, digits and '_' and does not start with a digit"
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in protected):
+        return "this variable is set by the hub and cannot be changed; use another name"
+    return None
+
+
+def control_character(text: str, allowed: str = "") -> str | None:
+    """Return the first control character in text (other than `allowed`), if any."""
+    for ch in text:
+        if (ord(ch) < 32 or ord(ch) == 127) and ch not in allowed:
+            return repr(ch)
+    return None
