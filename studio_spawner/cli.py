@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -44,12 +43,13 @@ def load_config(path: str | None) -> Config:
 
 def _ensure_kubeconfig() -> None:
     """KubeSpawner loads a kubeconfig when created; offline we give it one that is never used."""
-    default = Path.home() / ".kube" / "config"
-    if os.environ.get("KUBECONFIG") or default.exists():
+    from kubernetes_asyncio.config import kube_config
+
+    if Path(kube_config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser().exists():
         return
     with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as handle:
         handle.write(PLACEHOLDER_KUBECONFIG)
-    os.environ["KUBECONFIG"] = handle.name
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = handle.name  # read when KubeSpawner loads it
 
 
 def offline_spawner(config: Config, user: str = "user", server: str = "") -> Any:

@@ -35,9 +35,9 @@ def validate_environment_yml(text: str, channels: list[str], max_bytes: int) -> 
     size = len(text.encode())
     if size > max_bytes:
         return [f"the file is {size} bytes; the limit is {max_bytes} bytes"]
-    document = _load(text)
-    if isinstance(document, str):
-        return [document]
+    document, problem = _load(text)
+    if problem:
+        return [problem]
     if not isinstance(document, dict):
         return ["the file must be a YAML mapping with 'channels' and 'dependencies' keys"]
     problems = [
@@ -54,21 +54,21 @@ def validate_environment_yml(text: str, channels: list[str], max_bytes: int) -> 
     return problems
 
 
-def _load(text: str) -> object:
-    """safe_load, refusing anchors and aliases; returns a message on a YAML error."""
+def _load(text: str) -> tuple[object, str | None]:
+    """safe_load, refusing anchors and aliases: (document, None) or (None, problem)."""
     try:
         for token in yaml.scan(text, Loader=yaml.SafeLoader):
             if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
                 line = token.start_mark.line + 1
-                return f"line {line}: YAML anchors and aliases (& and *) are not allowed"
-        return yaml.safe_load(text)
+                return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
+        return yaml.safe_load(text), None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         if _tab_indented(text):
-            return f"{where}tabs are not allowed for indentation in YAML; indent with spaces"
+            return None, f"{where}tabs are not allowed for indentation in YAML; indent with spaces"
         problem = getattr(error, "problem", None) or str(error)
-        return f"{where}not valid YAML ({problem})"
+        return None, f"{where}not valid YAML ({problem})"
 
 
 def _tab_indented(text: str) -> bool:

@@ -272,15 +272,16 @@ def _workspace(data: _Input, workspaces: Sequence[str]) -> str | None:
 
 def _lifespan(data: _Input, catalog: StudioCatalog) -> int | None:
     default = catalog.lifespan_default_hours
+    keep_running = "lifespan_hours" in data.raw and data.raw["lifespan_hours"] is None
     if catalog.lifespan_locked:
         value = data.get("lifespan_hours", default)
-        if value not in (default, str(default)):
+        if keep_running or value not in (default, str(default)):
             data.errors.add(
                 "lifespan_hours",
                 f"the lifespan is fixed by the administrator at {default} hours; leave it as is",
             )
         return default
-    if "lifespan_hours" in data.raw and data.raw["lifespan_hours"] is None:
+    if keep_running:
         if not catalog.allow_keep_running:
             data.errors.add(
                 "lifespan_hours",

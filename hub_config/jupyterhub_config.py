@@ -1,0 +1,81 @@
+"""An annotated, working JupyterHub configuration for Studio Spawner.
+
+Use it as it is for a trial (``./dev run``), or copy the blocks you need. Every
+``c.StudioSpawner.*`` setting is documented in the README's configuration reference, and
+``studio-spawner validate|render --config THIS_FILE options.json`` shows what a studio gets.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
+
+# --- The hub ----------------------------------------------------------------------------------
+c.JupyterHub.spawner_class = "studio"  # the entry point of studio_spawner.StudioSpawner
+c.JupyterHub.allow_named_servers = True  # one user, many studios
+c.JupyterHub.named_server_limit_per_user = 10
+c.JupyterHub.bind_url = os.environ.get("STUDIO_HUB_URL", "http://127.0.0.1:8000")
+# The hub's API must be reachable from the studio pods.
+c.JupyterHub.hub_ip = os.environ.get("STUDIO_HUB_IP", "127.0.0.1")
+
+# Trial login: any user name, password "studio". Use your real authenticator in production.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("STUDIO_DEMO_PASSWORD", "studio")
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"admin"}
+
+# --- Where studios run ------------------------------------------------------------------------
+c.KubeSpawner.namespace = os.environ.get("STUDIO_NAMESPACE", "default")
+c.KubeSpawner.start_timeout = 300
+c.KubeSpawner.http_timeout = 120
+c.KubeSpawner.environment = {"HOME": "/home/jovyan"}
+c.KubeSpawner.storage_pvc_ensure = True  # a home volume per studio user (size: disk_gib)
+c.KubeSpawner.pvc_name_template = "claim-{user_server}"
+c.KubeSpawner.volumes = [
+    {"name": "home", "persistentVolumeClaim": {"claimName": "claim-{user_server}"}}
+]
+c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
+
+# --- The catalogue ----------------------------------------------------------------------------
+c.StudioSpawner.templates = [
+    {
+        "id": "python",
+        "display_name": "Python (SciPy)",
+        "description": "Jupyter SciPy stack with conda",
+        "image": "quay.io/jupyter/scipy-notebook:2024-07-29",
+        "default_url": "/lab",
+        "resources": ["small", "large"],
+    },
+    {
+        "id": "r",
+        "display_name": "R",
+        "description": "R with the tidyverse",
+        "image": "quay.io/jupyter/r-notebook:2024-07-29",
+        "conda": True,
+    },
+]
+c.StudioSpawner.resource_presets = [
+    {"id": "small", "display_name": "Small", "description": "1 CPU, 2 GB",
+     "cpu_limit": 1, "mem_limit": "2G"},
+    {"id": "large", "display_name": "Large", "description": "4 CPU, 16 GB",
+     "cpu_guarantee": 2, "cpu_limit": 4, "mem_guarantee": "8G", "mem_limit": "16G"},
+]
+c.StudioSpawner.data_repositories = [
+    {"name": "reference", "bucket": "example-reference-data", "region": "eu-west-1",
+     "description": "Reference genomes (read-only)"},
+    {"name": "scratch", "bucket": "example-scratch", "region": "eu-west-1", "writable": True,
+     "description": "Team scratch space"},
+]
+
+# --- Policies ---------------------------------------------------------------------------------
+c.StudioSpawner.allow_custom_images = True
+c.StudioSpawner.allowed_registries = ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*"]
+c.StudioSpawner.allow_conda_with_custom_image = False
+c.StudioSpawner.conda_channels = ["conda-forge", "bioconda"]
+c.StudioSpawner.lifespan_default_hours = 8
+c.StudioSpawner.lifespan_min_hours = 1
+c.StudioSpawner.lifespan_max_hours = 120
+c.StudioSpawner.allow_keep_running = False
+c.StudioSpawner.private_default = False
+c.StudioSpawner.protected_env_names = ["AWS_*"]
+c.StudioSpawner.disk_default_gib = 10
+c.StudioSpawner.disk_max_gib = 100
