@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
+from tornado import web
 from traitlets import Callable, Integer, List, Unicode, default, validate
 
 from . import pod as pod_builder
@@ -137,6 +138,14 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
             self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
             raise
         return options.to_user_options()
+
+    def start(self) -> Any:
+        """Refuse invalid options with HTTP 400 before anything is created, then start."""
+        try:
+            self.parse(self.user_options or {})
+        except OptionsError as error:
+            raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
+        return super().start()
 
     async def load_user_options(self) -> None:
         """Validate the stored/API options and apply the non-templated settings they choose."""
