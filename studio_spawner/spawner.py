@@ -25,12 +25,15 @@ from .pod_status import describe_event, pod_failure_reason
 from .startup import program_files
 
 
-class StudioStartError(RuntimeError):
-    """The studio's pod cannot become ready; the message says why."""
+class StudioStartError(web.HTTPError):
+    """The studio's pod cannot become ready; the message says why (also in API errors)."""
 
-    @property
-    def jupyterhub_message(self) -> str:
-        return f"The studio could not start: {self}"
+    def __init__(self, reason: str):
+        super().__init__(500, "%s", f"The studio could not start: {reason}")
+        self.jupyterhub_message = self.log_message % self.args
+
+    def __str__(self) -> str:
+        return self.jupyterhub_message
 
 
 class _JSONResponse:

@@ -1,0 +1,991 @@
+#!/usr/bin/env python3
+"""Studio start-up program: runs inside the user's image, before the notebook server.
+
+Standard library only, Python 3.8+. Invoked as ``sh studio_startup.sh <step>`` with one of:
+
+- ``sync-envs``: make every conda env of the image a user-owned copy under ``~/.local/envs``;
+- ``user-env``: build the user's env from ``$STUDIO_FILES/environment.yml``;
+- ``kernels``: register a Jupyter kernel for every env that can run one;
+- ``run -- CMD ARGS...``: run ``$STUDIO_FILES/init.sh``, then exec the command.
+
+See docs/startup.md for the design (fingerprints, state files, crash safety).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # subprocess and shutil are imported where used: restarts stay light
+    import subprocess
+
+STATE_VERSION = 1
+SYNC_STATE = ".studio-sync.json"
+USER_ENV_STATE = ".studio-user-env.json"
+TMP_PREFIX = ".studio-tmp-"
+OLD_PREFIX = ".studio-old-"
+KERNEL_PREFIX = "studio-"
+SHEBANG_MAX = 127
+ENTRY_POINT_TYPES = ("unix_python_entry_point", "python_entry_point")
+LOG_MAX_BYTES = 1 << 20
+INSTALLERS = ("mamba", "micromamba", "conda")
+
+
+class StepError(Exception):
+    """A step failed; the message is shown to the user as one paragraph."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class Config:
+    """Settings read from the environment (see docs/architecture.md, "The pod")."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.home = environ.get("HOME") or os.path.expanduser("~")
+        self.files = environ.get("STUDIO_FILES") or "/etc/studio"
+        dirs = environ.get("STUDIO_IMAGE_ENV_DIRS") or "/opt/conda/envs"
+        self.image_env_dirs = [d for d in dirs.split(":") if d]
+        self.installer = environ.get("STUDIO_INSTALLER", "").strip()
+        self.init_timeout = _parse_timeout(environ.get("STUDIO_INIT_TIMEOUT") or "600")
+        self.user_env = environ.get("STUDIO_USER_ENV") or "studio"
+        self.envs_dir = os.path.join(self.home, ".local", "envs")
+        self.state_dir = os.path.join(self.home, ".local", "state", "studio")
+        self.kernels_dir = os.path.join(self.home, ".local", "share", "jupyter", "kernels")
+
+
+def _parse_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise StepError(f"STUDIO_INIT_TIMEOUT must be a number of seconds, not {text!r}.") from None
+    return value if value > 0 else 600.0
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class StepLog:
+    """Appends to ``<state>/<step>.log``; ``say`` also prints a short line to stdout."""
+
+    def __init__(self, state_dir: str, step: str) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        self.path = os.path.join(state_dir, step + ".log")
+        _rotate(self.path)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives for the step)
+        self.step = step
+        self.write(f"=== {step} started {_now()} (pid {os.getpid()})")
+
+    def write(self, message: str) -> None:
+        """Log only to the file."""
+        self._file.write(f"[{_now()}] {message}\n")
+        self._file.flush()
+
+    def say(self, message: str) -> None:
+        """Log to the file and print to stdout."""
+        self.write(message)
+        print(f"studio {self.step}: {message}", flush=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _rotate(path: str) -> None:
+    try:
+        if os.path.getsize(path) > LOG_MAX_BYTES:
+            os.replace(path, path + ".1")
+    except OSError:
+        pass
+
+
+def _pause_point(point: str) -> None:
+    """Test hook: stop here (sleep) when STUDIO_TEST_PAUSE_AT names this point."""
+    if os.environ.get("STUDIO_TEST_PAUSE_AT") == point:
+        print(f"studio-test-paused {point}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+# --------------------------------------------------------------------------- small file helpers
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_json(path: str, value: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _sha256_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _remove_ours(path: str) -> None:
+    """Delete a temp/old dir of ours; refuses any other name (user data is never removed)."""
+    import shutil
+
+    base = os.path.basename(path)
+    if not (base.startswith(TMP_PREFIX) or base.startswith(OLD_PREFIX)):
+        raise RuntimeError(f"refusing to delete {path}: not a studio temp dir")
+
+    def make_writable_and_retry(func: Callable, failed: str, _exc: object) -> None:
+        try:  # read-only dirs copied from the image: allow deleting their entries
+            os.chmod(os.path.dirname(failed), 0o700)
+            func(failed)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def _add_user_write(path: str) -> int | None:
+    """Make ``path`` writable by its owner; returns the mode to restore (None: unchanged)."""
+    mode = os.lstat(path).st_mode & 0o7777
+    if mode & 0o200:
+        return None
+    os.chmod(path, mode | 0o200)
+    return mode
+
+
+def _flush_to_disk(path: str) -> None:
+    """Flush the filesystem holding ``path`` (syncfs when available, else sync)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (ImportError, OSError, AttributeError):
+        pass
+    os.sync()
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _listdir(path: str) -> list[str]:
+    """Sorted entries of a directory; empty when it is missing or unreadable."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _site_packages_dirs(prefix: str) -> list[str]:
+    lib = os.path.join(prefix, "lib")
+    dirs = [os.path.join(lib, d, "site-packages") for d in _listdir(lib) if d.startswith("python")]
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _pip_entries(prefix: str) -> list[str]:
+    """Names of installed-distribution markers in site-packages (what pip adds/removes)."""
+    names = []
+    for sp in _site_packages_dirs(prefix):
+        try:
+            entries = os.listdir(sp)
+        except OSError:
+            continue
+        marks = (".dist-info", ".egg-info", ".egg-link", ".pth")
+        names.extend(
+            f"{os.path.basename(os.path.dirname(sp))}/{e}" for e in entries if e.endswith(marks)
+        )
+    return sorted(names)
+
+
+def _conda_meta_entries(prefix: str) -> list[str]:
+    """``name size mtime`` of every file in conda-meta (what conda/mamba write on change)."""
+    meta = os.path.join(prefix, "conda-meta")
+    lines = []
+    try:
+        with os.scandir(meta) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                lines.append(f"{entry.name} {st.st_size} {st.st_mtime_ns}")
+    except OSError:
+        return []
+    return sorted(lines)
+
+
+def env_fingerprint(prefix: str) -> str:
+    """Cheap fingerprint of an env: conda-meta names/sizes/mtimes and pip dist-info names."""
+    text = "\n".join(["conda-meta"] + _conda_meta_entries(prefix) + ["pip"] + _pip_entries(prefix))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- relocation
+
+
+class Relocator:
+    """Rewrite an env copied from ``old`` so it works at ``new`` (the conda-unpack method)."""
+
+    def __init__(self, root: str, old: str, new: str) -> None:
+        self.root = root
+        self.old = old.encode()
+        self.new = new.encode()
+        self.pattern = re.compile(re.escape(self.old) + rb"(?![A-Za-z0-9_.\-])")
+        self.binary_pattern = re.compile(re.escape(self.old) + rb"(?![A-Za-z0-9_.\-])[^\0]*\0+")
+        self.changed: dict[str, str] = {}
+        self.skipped_binary: list[str] = []
+
+    def run(self) -> None:
+        """Relocate files listed in conda-meta, scripts in bin/, and conda-meta itself."""
+        records = self._load_records()
+        seen = set()
+        for _, record in records:
+            for entry in _paths_of(record):
+                seen.add(entry["_path"])
+                self._relocate_entry(entry)
+            _pause_point("relocating")
+        self._relocate_bin_extras(seen)
+        self._fix_conda_meta(records)
+
+    def _load_records(self) -> list[tuple[str, dict]]:
+        meta = os.path.join(self.root, "conda-meta")
+        records = []
+        for name in _listdir(meta):
+            path = os.path.join(meta, name)
+            record = _read_json(path) if name.endswith(".json") else None
+            if record is not None:
+                records.append((path, record))
+        return records
+
+    def _relocate_entry(self, entry: dict) -> None:
+        rel = entry["_path"]
+        path = os.path.join(self.root, rel)
+        placeholder = entry.get("prefix_placeholder")
+        if entry.get("path_type") == "softlink" or os.path.islink(path):
+            self._relocate_symlink(path)
+        elif placeholder and entry.get("file_mode") == "binary":
+            self._relocate_binary(rel, len(placeholder.encode()))
+        elif placeholder or entry.get("path_type") in ENTRY_POINT_TYPES:
+            self._relocate_text(rel)
+
+    def _relocate_bin_extras(self, seen: set) -> None:
+        """pip-installed scripts and symlinks in bin/ are not in conda-meta: check shebangs."""
+        bindir = os.path.join(self.root, "bin")
+        try:
+            names = sorted(os.listdir(bindir))
+        except OSError:
+            return
+        for name in names:
+            rel = "bin/" + name
+            path = os.path.join(bindir, name)
+            if rel in seen:
+                continue
+            if os.path.islink(path):
+                self._relocate_symlink(path)
+            elif os.path.isfile(path) and self._has_prefix_shebang(path):
+                self._relocate_text(rel)
+
+    def _has_prefix_shebang(self, path: str) -> bool:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            return False
+        return head.startswith(b"#!") and self.old in head.split(b"\n", 1)[0]
+
+    def _relocate_symlink(self, path: str) -> None:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return
+        old = self.old.decode()
+        if target == old or target.startswith(old + "/"):
+            parent = os.path.dirname(path)
+            restore = _add_user_write(parent)
+            os.unlink(path)
+            os.symlink(self.new.decode() + target[len(old) :], path)
+            if restore is not None:
+                os.chmod(parent, restore)
+
+    def _relocate_text(self, rel: str) -> None:
+        path = os.path.join(self.root, rel)
+        data = _read_regular(path)
+        if data is None or self.old not in data:
+            return
+        new_data = _fix_long_shebang(self.pattern.sub(self.new.replace(b"\\", b"\\\\"), data))
+        self._write(rel, new_data)
+
+    def _relocate_binary(self, rel: str, placeholder_len: int) -> None:
+        path = os.path.join(self.root, rel)
+        data = _read_regular(path)
+        if data is None or self.old not in data:
+            return
+        if len(self.new) > placeholder_len:
+            self.skipped_binary.append(rel)
+            return
+        new_data = self.binary_pattern.sub(lambda m: self._pad(m.group(), placeholder_len), data)
+        self._write(rel, new_data)
+
+    def _pad(self, chunk: bytes, placeholder_len: int) -> bytes:
+        """Replace the prefix in one C string, keeping its length by NUL padding."""
+        text = chunk.rstrip(b"\0")
+        nuls = len(chunk) - len(text)
+        count = len(self.pattern.findall(text))
+        extent = len(text) + 1 + count * (placeholder_len - len(self.old))
+        out = self.pattern.sub(self.new.replace(b"\\", b"\\\\"), text)
+        if extent > len(chunk) or len(out) + 1 > extent:
+            return chunk  # not a padded conda placeholder: leave it alone
+        return out + b"\0" * (extent - len(out)) + b"\0" * (nuls - (extent - len(text)))
+
+    def _write(self, rel: str, data: bytes) -> None:
+        path = os.path.join(self.root, rel)
+        restore = _add_user_write(path)
+        with open(path, "r+b") as f:
+            f.write(data)
+            f.truncate()
+        if restore is not None:
+            os.chmod(path, restore)
+        self.changed[rel] = hashlib.sha256(data).hexdigest()
+
+    def _fix_conda_meta(self, records: list[tuple[str, dict]]) -> None:
+        """Update sha256_in_prefix of rewritten files and the prefix in conda-meta text."""
+        for path, record in records:
+            touched = False
+            for entry in _paths_of(record):
+                digest = self.changed.get(entry["_path"])
+                if digest and entry.get("sha256_in_prefix", digest) != digest:
+                    entry["sha256_in_prefix"] = digest
+                    touched = True
+            text = json.dumps(record, indent=2)
+            if self.old.decode() in text:
+                text = self.pattern.sub(self.new.replace(b"\\", b"\\\\"), text.encode()).decode()
+                touched = True
+            if touched:
+                _replace_text(path, text + "\n")
+        history = os.path.join(self.root, "conda-meta", "history")
+        data = _read_regular(history)
+        if data and self.old in data:
+            with open(history, "wb") as f:
+                f.write(self.pattern.sub(self.new.replace(b"\\", b"\\\\"), data))
+
+
+def _paths_of(record: dict) -> list[dict]:
+    paths = (record.get("paths_data") or {}).get("paths") or []
+    return [p for p in paths if isinstance(p, dict) and isinstance(p.get("_path"), str)]
+
+
+def _read_regular(path: str) -> bytes | None:
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _replace_text(path: str, text: str) -> None:
+    st = os.stat(path)
+    tmp = path + ".studio-tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    os.replace(tmp, path)
+
+
+SHEBANG_RE = re.compile(rb"^#![ ]*(/(?:\\ |[^ \n\r\t])*)(.*)$", re.MULTILINE)
+
+
+def _fix_long_shebang(data: bytes) -> bytes:
+    """Shebangs over 127 bytes do not work on Linux: use ``#!/usr/bin/env <exe>``."""
+    if not data.startswith(b"#!"):
+        return data
+    first, sep, rest = data.partition(b"\n")
+    if len(first) <= SHEBANG_MAX:
+        return data
+    match = SHEBANG_RE.match(first)
+    if not match:
+        return data
+    exe, args = match.group(1), match.group(2)
+    return b"#!/usr/bin/env " + os.path.basename(exe) + args + sep + rest
+
+
+# --------------------------------------------------------------------------- sync-envs
+
+
+def _image_envs(config: Config) -> list[tuple[str, str]]:
+    """(name, prefix) of every conda env in the image's env dirs, first dir wins."""
+    found: dict[str, str] = {}
+    for d in config.image_env_dirs:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for name in names:
+            prefix = os.path.join(d, name)
+            if (
+                not name.startswith(".")
+                and name not in found
+                and os.path.isdir(os.path.join(prefix, "conda-meta"))
+            ):
+                found[name] = os.path.normpath(os.path.abspath(prefix))
+    return sorted(found.items())
+
+
+def recover(envs_dir: str, log: StepLog) -> None:
+    """Finish what an interrupted sync left: restore moved-away envs, delete temp copies."""
+    try:
+        names = sorted(os.listdir(envs_dir))
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(envs_dir, name)
+        if name.startswith(OLD_PREFIX):
+            env_name = name[len(OLD_PREFIX) + 9 :]
+            target = os.path.join(envs_dir, env_name)
+            if env_name and not os.path.lexists(target):
+                os.rename(path, target)
+                log.say(f"restored {env_name} after an interrupted update")
+            else:
+                _remove_ours(path)
+                log.write(f"removed leftover {name}")
+        elif name.startswith(TMP_PREFIX):
+            _remove_ours(path)
+            log.write(f"removed leftover {name}")
+
+
+def _copy_tree(src: str, dst: str) -> None:
+    """Copy preserving links, modes and times: ``cp -a`` when present, else shutil."""
+    import shutil
+    import subprocess
+
+    cp = shutil.which("cp")
+    if cp:
+        result = subprocess.run(
+            [cp, "-a", "--", src, dst], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        if result.returncode == 0:
+            return
+        if os.path.lexists(dst):
+            _remove_ours(dst)
+    shutil.copytree(src, dst, symlinks=True)
+
+
+def _make_copy(src: str, final: str, fingerprint: str, config: Config, log: StepLog) -> str:
+    """Copy + relocate ``src`` into a temp dir beside ``final``; returns the temp dir."""
+    name = os.path.basename(final)
+    tmp = os.path.join(config.envs_dir, f"{TMP_PREFIX}{os.urandom(4).hex()}-{name}")
+    times = [time.monotonic()]
+    try:
+        _copy_tree(src, tmp)
+        times.append(time.monotonic())
+        _pause_point("copied")
+        relocator = Relocator(tmp, src, final)
+        relocator.run()
+        times.append(time.monotonic())
+    except BaseException:
+        _remove_ours(tmp)
+        raise
+    if relocator.skipped_binary:
+        log.say(
+            f"{name}: {len(relocator.skipped_binary)} binary file(s) keep the image path "
+            f"{src} (the new path is longer than their placeholder), e.g. "
+            f"{relocator.skipped_binary[0]}"
+        )
+    state = {
+        "version": STATE_VERSION,
+        "source": src,
+        "prefix": final,
+        "image_fingerprint": fingerprint,
+        "copy_fingerprint": env_fingerprint(tmp),
+        "synced_at": _now(),
+        "relocated_files": len(relocator.changed),
+    }
+    _write_json(os.path.join(tmp, SYNC_STATE), state)
+    _flush_to_disk(tmp)
+    times.append(time.monotonic())
+    copy_s, relocate_s, flush_s = (b - a for a, b in zip(times, times[1:]))
+    log.write(
+        f"{name}: copied in {copy_s:.2f}s, relocated {len(relocator.changed)} file(s) in "
+        f"{relocate_s:.2f}s, flushed to disk in {flush_s:.2f}s"
+    )
+    return tmp
+
+
+def _install_new(tmp: str, final: str) -> None:
+    """Move a finished copy into place (``final`` must not exist)."""
+    _pause_point("before-rename")
+    os.rename(tmp, final)
+
+
+def _swap(tmp: str, final: str, config: Config) -> None:
+    """Replace ``final`` by ``tmp``; a crash in between is undone by ``recover``."""
+    name = os.path.basename(final)
+    old = os.path.join(config.envs_dir, f"{OLD_PREFIX}{os.urandom(4).hex()}-{name}")
+    _pause_point("before-swap")
+    os.rename(final, old)
+    _pause_point("between-renames")
+    os.rename(tmp, final)
+    _remove_ours(old)
+
+
+def _register_conda_env(config: Config, prefix: str) -> None:
+    """List the copy in ~/.conda/environments.txt so ``conda env list`` shows it."""
+    path = os.path.join(config.home, ".conda", "environments.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            known = f.read().split("\n")
+    except OSError:
+        known = []
+    if prefix in known:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(prefix + "\n")
+    except OSError:
+        pass
+
+
+def sync_env(name: str, src: str, config: Config, log: StepLog) -> str:
+    """Bring ``~/.local/envs/<name>`` up to date with the image env; returns what was done."""
+    final = os.path.join(config.envs_dir, name)
+    image_fp = env_fingerprint(src)
+    if not os.path.lexists(final):
+        _install_new(_make_copy(src, final, image_fp, config, log), final)
+        _register_conda_env(config, final)
+        log.say(f"{name}: copied from the image to {final}")
+        return "copied"
+    state = _read_json(os.path.join(final, SYNC_STATE))
+    if state is None:
+        return _beside(
+            name,
+            src,
+            image_fp,
+            config,
+            log,
+            f"{final} exists and was not made by the studio start-up: kept as is",
+        )
+    if state.get("prefix") != final:
+        log.say(
+            f"{name}: {final} was synced for {state.get('prefix')} (home moved?); "
+            "its scripts may still point there"
+        )
+    if state.get("image_fingerprint") == image_fp:
+        log.write(f"{name}: up to date with the image (nothing to do)")
+        return "unchanged"
+    if env_fingerprint(final) == state.get("copy_fingerprint"):
+        _swap(_make_copy(src, final, image_fp, config, log), final, config)
+        log.say(f"{name}: updated to the image's new version")
+        return "updated"
+    return _beside(
+        name,
+        src,
+        image_fp,
+        config,
+        log,
+        f"{name}: the image has a new version, but you changed your copy "
+        f"({final}): your env was kept untouched",
+    )
+
+
+def _beside(name: str, src: str, image_fp: str, config: Config, log: StepLog, reason: str) -> str:
+    """Make the image's version available as ``<name>-image-<id>`` next to the user's env."""
+    beside = os.path.join(config.envs_dir, f"{name}-image-{image_fp[:8]}")
+    if os.path.lexists(beside):
+        log.write(f"{reason}; the image version is at {beside}")
+        return "kept"
+    _install_new(_make_copy(src, beside, image_fp, config, log), beside)
+    _register_conda_env(config, beside)
+    log.say(f"{reason}; the image's version is now at {beside}")
+    return "kept"
+
+
+def step_sync_envs(config: Config, log: StepLog) -> None:
+    """Step ``sync-envs``."""
+    os.makedirs(config.envs_dir, exist_ok=True)
+    recover(config.envs_dir, log)
+    envs = _image_envs(config)
+    if not envs:
+        log.say(f"no conda envs in {':'.join(config.image_env_dirs)}: nothing to sync")
+        return
+    results = {}
+    for name, src in envs:
+        try:
+            results[name] = sync_env(name, src, config, log)
+        except OSError as e:
+            raise StepError(
+                f"Could not copy the image's conda env {name!r} into your home "
+                f"({config.envs_dir}): {e}. Check free space on the home volume; "
+                "your existing environments were not changed."
+            ) from e
+    summary = ", ".join(f"{n}: {r}" for n, r in results.items())
+    log.say(f"done ({summary})")
+
+
+# --------------------------------------------------------------------------- user-env
+
+
+def find_installer(config: Config) -> list[str]:
+    """The installer command: STUDIO_INSTALLER, or mamba/micromamba/conda on PATH or /opt/conda."""
+    import shlex
+    import shutil
+
+    if config.installer:
+        return shlex.split(config.installer)
+    for name in INSTALLERS:
+        found = shutil.which(name) or _executable(os.path.join("/opt/conda/bin", name))
+        if found:
+            return [found]
+    raise StepError(
+        "Your studio has an environment.yml, but the image has no conda installer "
+        "(mamba, micromamba or conda on PATH or in /opt/conda/bin), so the "
+        "environment cannot be built. Use an image with conda, or ask your admin "
+        "to set the installer (c.StudioSpawner.startup_installer)."
+    )
+
+
+def _executable(path: str) -> str | None:
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def installer_args(installer: list[str], prefix: str, spec: str, exists: bool) -> list[str]:
+    """Arguments to create (or update) ``prefix`` from ``spec`` with this installer."""
+    if "micromamba" in os.path.basename(installer[0]):
+        verb = "install" if exists else "create"
+        return installer + [verb, "-y", "-p", prefix, "-f", spec]
+    return installer + ["env", "update" if exists else "create", "-p", prefix, "-f", spec]
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
+
+
+def step_user_env(config: Config, log: StepLog) -> None:
+    """Step ``user-env``."""
+    spec = os.path.join(config.files, "environment.yml")
+    try:
+        with open(spec, "rb") as f:
+            content = f.read()
+    except OSError:
+        content = b""
+    if not content.strip():
+        log.say("no environment.yml: nothing to build")
+        return
+    prefix = os.path.join(config.envs_dir, config.user_env)
+    state_path = os.path.join(prefix, USER_ENV_STATE)
+    digest = hashlib.sha256(content).hexdigest()
+    state = _read_json(state_path) or {}
+    if state.get("spec_sha256") == digest:
+        log.say(f"{config.user_env}: environment.yml unchanged since the last build")
+        return
+    _build_user_env(config, log, prefix, spec)
+    _write_json(state_path, {"version": STATE_VERSION, "spec_sha256": digest, "built_at": _now()})
+    log.say(f"{config.user_env}: built {prefix}")
+
+
+def _build_user_env(config: Config, log: StepLog, prefix: str, spec: str) -> None:
+    """Run the installer; on failure remove a prefix it created and raise its output."""
+    import shlex
+    import shutil
+    import subprocess
+
+    installer = find_installer(config)
+    exists = os.path.isdir(os.path.join(prefix, "conda-meta"))
+    existed = os.path.lexists(prefix)
+    os.makedirs(config.envs_dir, exist_ok=True)
+    args = installer_args(installer, prefix, spec, exists)
+    log.say(("updating " if exists else "creating ") + prefix)
+    log.write("running: " + " ".join(shlex.quote(a) for a in args))
+    try:
+        result = subprocess.run(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=config.home,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError as e:
+        raise StepError(f"Could not run the conda installer {installer[0]!r}: {e}.") from e
+    output = result.stdout.decode("utf-8", "replace")
+    log.write("installer output:\n" + output)
+    if result.returncode != 0:
+        if not existed and os.path.isdir(prefix):
+            shutil.rmtree(prefix, ignore_errors=True)  # our own half-built env, never user data
+        code = result.returncode
+        how = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        raise StepError(
+            f"Building your conda environment from environment.yml failed "
+            f"({how}). The installer said:\n"
+            f"{_tail(output, 25)}"
+        )
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _has_ipykernel(prefix: str) -> bool:
+    meta = _listdir(os.path.join(prefix, "conda-meta"))
+    if any(re.match(r"ipykernel-[0-9].*\.json$", name) for name in meta):
+        return True
+    return any(os.path.isdir(os.path.join(sp, "ipykernel")) for sp in _site_packages_dirs(prefix))
+
+
+def kernel_for_env(name: str, prefix: str) -> dict | None:
+    """The kernelspec for an env, or None when it cannot run a kernel (cheap checks only)."""
+    env = {"PATH": prefix.replace("$", "$$") + "/bin:${PATH}", "CONDA_PREFIX": prefix}
+    meta = {"studio": {"env": name, "prefix": prefix}}
+    python = os.path.join(prefix, "bin", "python")
+    if os.path.exists(python) and _has_ipykernel(prefix):
+        return {
+            "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python 3 (env: {name})",
+            "language": "python",
+            "env": env,
+            "metadata": dict(meta, debugger=True),
+        }
+    r = os.path.join(prefix, "bin", "R")
+    if os.path.exists(r) and os.path.isdir(os.path.join(prefix, "lib", "R", "library", "IRkernel")):
+        return {
+            "argv": [r, "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"],
+            "display_name": f"R (env: {name})",
+            "language": "R",
+            "env": env,
+            "metadata": meta,
+        }
+    return None
+
+
+def kernel_dir_name(env_name: str) -> str:
+    """A valid kernel name for an env: ``studio-<name>`` with unsafe characters replaced."""
+    return KERNEL_PREFIX + re.sub(r"[^a-z0-9._-]", "-", env_name.lower())
+
+
+def _user_envs(config: Config) -> Iterator[tuple[str, str]]:
+    try:
+        names = sorted(os.listdir(config.envs_dir))
+    except OSError:
+        return
+    for name in names:
+        prefix = os.path.join(config.envs_dir, name)
+        if not name.startswith(".") and os.path.isdir(prefix):
+            yield name, prefix
+
+
+def _is_ours(kernel_dir: str) -> bool:
+    spec = _read_json(os.path.join(kernel_dir, "kernel.json")) or {}
+    return isinstance((spec.get("metadata") or {}).get("studio"), dict)
+
+
+def step_kernels(config: Config, log: StepLog) -> None:
+    """Step ``kernels``."""
+    wanted: dict[str, dict] = {}
+    for name, prefix in _user_envs(config):
+        spec = kernel_for_env(name, prefix)
+        if spec is not None:
+            wanted.setdefault(kernel_dir_name(name), spec)
+    written = [k for k, spec in wanted.items() if _write_kernel(config.kernels_dir, k, spec)]
+    removed = _remove_stale_kernels(config.kernels_dir, set(wanted))
+    for k in removed:
+        log.say(f"removed kernel {k} (its env is gone)")
+    log.say(
+        f"{len(wanted)} kernel(s) registered ({len(written)} new or changed, "
+        f"{len(removed)} removed)"
+    )
+
+
+def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool:
+    """Write a kernelspec unless identical; never overwrites a kernelspec that is not ours."""
+    kdir = os.path.join(kernels_dir, name)
+    path = os.path.join(kdir, "kernel.json")
+    current = _read_json(path)
+    if current == spec:
+        return False
+    if os.path.exists(path) and not _is_ours(kdir):
+        return False
+    os.makedirs(kdir, exist_ok=True)
+    _write_json(path, spec)
+    return True
+
+
+def _remove_stale_kernels(kernels_dir: str, keep: set) -> list[str]:
+    removed = []
+    try:
+        names = sorted(os.listdir(kernels_dir))
+    except OSError:
+        return removed
+    for name in names:
+        kdir = os.path.join(kernels_dir, name)
+        if name.startswith(KERNEL_PREFIX) and name not in keep and _is_ours(kdir):
+            prefix = (
+                (_read_json(os.path.join(kdir, "kernel.json")) or {})
+                .get("metadata", {})
+                .get("studio", {})
+                .get("prefix", "")
+            )
+            if prefix and kernel_for_env(os.path.basename(prefix), prefix) is not None:
+                continue  # env still there (e.g. renamed kernel dir): keep
+            os.remove(os.path.join(kdir, "kernel.json"))
+            if not os.listdir(kdir):
+                os.rmdir(kdir)
+            removed.append(name)
+    return removed
+
+
+# --------------------------------------------------------------------------- run
+
+
+def step_run(config: Config, log: StepLog, command: list[str]) -> None:
+    """Step ``run``: init script (time-limited), then exec the command."""
+    import shlex
+
+    if not command:
+        raise StepError("run: no command given after '--'.")
+    script = os.path.join(config.files, "init.sh")
+    if _nonempty(script):
+        _run_init(config, log, script)
+    else:
+        log.write("no init.sh")
+    log.write("exec " + " ".join(shlex.quote(a) for a in command))
+    log.close()
+    sys.stdout.flush()
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        raise StepError(f"Could not start the server command {command[0]!r}: {e}.") from e
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
+def _run_init(config: Config, log: StepLog, script: str) -> None:
+    """Run init.sh in its own process group with the time limit; raise on failure."""
+    import subprocess
+
+    init_log = os.path.join(config.state_dir, "init.log")
+    log.say(f"running the init script (time limit {config.init_timeout:g}s)")
+    with open(init_log, "wb") as out:
+        out.write(f"=== init.sh started {_now()}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            ["/bin/sh", script],
+            cwd=config.home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=config.init_timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise StepError(
+                f"Your init script did not finish within {config.init_timeout:g} "
+                f"seconds and was stopped. Its last output:\n{_tail_file(init_log)}"
+            ) from None
+    if code != 0:
+        raise StepError(
+            f"Your init script failed (exit code {code}). Its last output:\n{_tail_file(init_log)}"
+        )
+    log.say("init script finished")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, the init script's whole process group."""
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            return
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail_file(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            return _tail(f.read().decode("utf-8", "replace"), lines)
+    except OSError:
+        return "(no output)"
+
+
+# --------------------------------------------------------------------------- main
+
+
+STEPS: dict[str, Callable[[Config, StepLog], None]] = {
+    "sync-envs": step_sync_envs,
+    "user-env": step_user_env,
+    "kernels": step_kernels,
+}
+USAGE = "usage: studio_startup.sh {sync-envs|user-env|kernels|run -- CMD [ARGS...]}"
+
+
+def fail(step: str, message: str, log: StepLog | None) -> int:
+    """Report a failure: stderr, the step log and /dev/termination-log."""
+    text = f"Studio start-up step '{step}' failed: {message}"
+    if log is not None:
+        log.write("FAILED: " + message)
+        text += f"\n(Full log: {log.path})"
+    print(text, file=sys.stderr, flush=True)
+    try:
+        with open("/dev/termination-log", "w", encoding="utf-8") as f:
+            f.write(text[-4000:])
+    except OSError:
+        pass
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``studio_startup.py <step> [-- CMD...]``."""
+    if not argv or (argv[0] not in STEPS and argv[0] != "run"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    step, log = argv[0], None
+    try:
+        config = Config(dict(os.environ))
+        log = StepLog(config.state_dir, step)
+        if step == "run":
+            rest = argv[1:]
+            step_run(config, log, rest[1:] if rest[:1] == ["--"] else rest)
+        else:
+            STEPS[step](config, log)
+    except StepError as e:
+        return fail(step, str(e), log)
+    except Exception as e:  # a bug or an unexpected environment: still one clear message
+        if log is not None:
+            import traceback
+
+            log.write(traceback.format_exc())
+        return fail(step, f"unexpected error: {type(e).__name__}: {e}", log)
+    if log is not None:
+        log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
