@@ -6,6 +6,12 @@ import pytest
 
 from studio_spawner.catalog import StudioCatalog
 
+pytest_plugins = [
+    "tests.devcluster_fixtures",
+    "tests.kubelet_fixtures",
+    "tests.studio_fixtures",
+]
+
 IMAGE = "quay.io/jupyter/scipy-notebook:2024-07-29"
 CATALOG_CONFIG = {
     "templates": [

@@ -1,0 +1,72 @@
+"""A JupyterHub with StudioSpawner on the devcluster, and a demo studio image.
+
+The demo image is a directory the devcluster kubelet overlays into the container: it has a
+conda-style env folder and uses this Python (which has jupyterhub-singleuser) as its Python.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .hub_fixtures import Hub, start_hub
+
+STUDIO_IMAGE = "devcluster.local/studio:1.0"
+BROKEN_IMAGE = "devcluster.local/does-not-exist:1.0"
+
+
+@pytest.fixture(scope="session")
+def studio_images(kubelet_images: Path) -> Path:
+    """Adds the demo studio image to the kubelet's images file (read at every pull)."""
+    root = kubelet_images.parent
+    (root / "studio" / "opt" / "conda" / "envs").mkdir(parents=True, exist_ok=True)
+    images = yaml.safe_load(kubelet_images.read_text())
+    images["images"]["devcluster.local/studio"] = {
+        "path": "studio",
+        "env": {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"},
+    }
+    kubelet_images.write_text(yaml.safe_dump(images))
+    return kubelet_images
+
+
+@pytest.fixture(scope="session")
+def studio_hub(devcluster, kubelet, studio_images, tmp_path_factory) -> Iterator[Hub]:
+    """A real hub (and proxy) spawning studios on the devcluster."""
+    config = f"""
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.Spawner.args = ["--ServerApp.allow_root=True"]  # the devcluster runs pods as root
+c.KubeSpawner.namespace = "default"
+c.KubeSpawner.start_timeout = 90
+c.KubeSpawner.http_timeout = 60
+c.KubeSpawner.environment = {{"HOME": "/home/jovyan"}}
+c.KubeSpawner.storage_pvc_ensure = True
+c.KubeSpawner.pvc_name_template = "claim-{{user_server}}"
+c.KubeSpawner.volumes = [{{"name": "home",
+    "persistentVolumeClaim": {{"claimName": "claim-{{user_server}}"}}}}]
+c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
+c.StudioSpawner.templates = [
+    {{"id": "demo", "display_name": "Demo", "image": "{STUDIO_IMAGE}", "default_url": "/api"}},
+]
+c.StudioSpawner.allowed_registries = ["devcluster.local/*"]
+c.StudioSpawner.allow_keep_running = True
+"""
+    env = {"KUBECONFIG": str(devcluster.kubeconfig)}
+    yield from start_hub(tmp_path_factory.mktemp("studio-hub"), config, env=env)
+
+
+def wait_for_server(hub: Hub, user: str, server: str, timeout: float = 90) -> dict:
+    """Wait until a server is ready (or its spawn failed); return the server model or {}."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = hub.api("GET", f"/users/{user}").json()["servers"].get(server)
+        if not model or model.get("ready"):
+            return model or {}
+        if model.get("pending") is None and not model.get("ready"):
+            return model
+        time.sleep(0.5)
+    raise AssertionError(f"{user}/{server} did not become ready in {timeout} s")

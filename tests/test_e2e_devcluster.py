@@ -1,0 +1,110 @@
+"""End to end: a real hub and proxy, StudioSpawner, the devcluster's API server and kubelet."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from .studio_fixtures import BROKEN_IMAGE, STUDIO_IMAGE, wait_for_server
+
+OPTIONS = {"name": "RNA {seq}", "template": "demo", "env": {"GREETING": "a{b}c"},
+           "labels": {"team": "genomics"}, "lifespan_hours": 2,
+           "init_script": "echo init ran > $HOME/init-ran"}
+
+
+def pod(devcluster, name):
+    return devcluster.request("GET", f"/api/v1/namespaces/default/pods/{name}")
+
+
+def gone(devcluster, path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            devcluster.request("GET", path)
+        except Exception:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_start_check_pod_reach_server_and_stop(studio_hub, devcluster):
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["ann"]})
+    response = hub.api("POST", "/users/ann/servers/rna", json=OPTIONS)
+    assert response.status_code in (201, 202), response.text
+    model = wait_for_server(hub, "ann", "rna")
+    assert model.get("ready"), f"not ready: {model}\n{hub.log.read_text()[-3000:]}"
+
+    spec = pod(devcluster, "jupyter-ann--rna")
+    main = spec["spec"]["containers"][0]
+    assert main["image"] == STUDIO_IMAGE
+    assert {"name": "GREETING", "value": "a{b}c"} in main["env"]
+    assert spec["metadata"]["labels"]["team"] == "genomics"
+    assert [c["name"] for c in spec["spec"]["initContainers"]] == [
+        "studio-sync-envs", "studio-kernels"]
+    secret = devcluster.request("GET", "/api/v1/namespaces/default/secrets/jupyter-ann--rna-files")
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == spec["metadata"]["uid"]
+
+    status = requests.get(f"{hub.url}/user/ann/rna/api/status",
+                          headers={"Authorization": f"token {hub.token}"}, timeout=30)
+    assert status.status_code == 200, status.text
+    assert "started" in status.json()
+
+    assert hub.api("DELETE", "/users/ann/servers/rna").status_code in (202, 204)
+    assert gone(devcluster, "/api/v1/namespaces/default/pods/jupyter-ann--rna")
+    assert gone(devcluster, "/api/v1/namespaces/default/secrets/jupyter-ann--rna-files")
+
+
+def test_default_and_named_side_by_side_and_restart_reuses_options(studio_hub, devcluster):
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["bo"]})
+    assert hub.api("POST", "/users/bo/server", json={"name": "Default"}).status_code < 300
+    two = {**OPTIONS, "name": "Two"}
+    assert hub.api("POST", "/users/bo/servers/two", json=two).status_code < 300
+    assert wait_for_server(hub, "bo", "").get("ready")
+    assert wait_for_server(hub, "bo", "two").get("ready")
+    assert pod(devcluster, "jupyter-bo")["status"]["podIP"] != pod(
+        devcluster, "jupyter-bo--two")["status"]["podIP"]
+
+    hub.api("DELETE", "/users/bo/servers/two")
+    assert gone(devcluster, "/api/v1/namespaces/default/pods/jupyter-bo--two")
+    assert hub.api("POST", "/users/bo/servers/two").status_code < 300, "no body: saved options"
+    assert wait_for_server(hub, "bo", "two").get("ready")
+    env = pod(devcluster, "jupyter-bo--two")["spec"]["containers"][0]["env"]
+    assert {"name": "GREETING", "value": "a{b}c"} in env
+    hub.api("DELETE", "/users/bo/servers/two")
+    hub.api("DELETE", "/users/bo/server")
+
+
+def spawn_failure(hub, user, server, options) -> tuple[float, str]:
+    hub.api("POST", "/users", json={"usernames": [user]})
+    started = time.monotonic()
+    response = hub.api("POST", f"/users/{user}/servers/{server}", json=options)
+    if response.status_code >= 400:
+        return time.monotonic() - started, response.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        model = hub.api("GET", f"/users/{user}").json()["servers"].get(server)
+        if not model or (model.get("pending") is None and not model.get("ready")):
+            progress = requests.get(
+                f"{hub.url}/hub/api/users/{user}/servers/{server}/progress",
+                headers={"Authorization": f"token {hub.token}"}, timeout=30,
+            ).text
+            return time.monotonic() - started, progress
+        time.sleep(0.3)
+    raise AssertionError("the spawn neither failed nor succeeded")
+
+
+def test_unknown_image_fails_fast(studio_hub):
+    seconds, message = spawn_failure(
+        studio_hub, "cy", "bad", {"name": "x", "image": BROKEN_IMAGE})
+    assert seconds < 30, f"took {seconds:.1f} s"
+    assert "image could not be pulled" in message, message
+
+
+def test_failing_init_script_fails_fast_with_its_output(studio_hub):
+    seconds, message = spawn_failure(
+        studio_hub, "di", "init", {**OPTIONS, "init_script": "echo no-data-here >&2; exit 3"})
+    assert seconds < 30, f"took {seconds:.1f} s"
+    assert "no-data-here" in message, message
