@@ -66,6 +66,18 @@ c.StudioSpawner.data_repositories = [
      "description": "Team scratch space"},
 ]
 
+# ./dev run on the devcluster: a demo image whose "image" is a directory on this machine, pods
+# that run as root (the devcluster kubelet runs processes), and no conda envs in the image.
+if os.environ.get("STUDIO_DEMO_IMAGE"):
+    c.StudioSpawner.templates = [
+        {"id": "demo", "display_name": "Demo studio", "image": os.environ["STUDIO_DEMO_IMAGE"],
+         "description": "JupyterLab-free demo server on the devcluster", "default_url": "/api"},
+    ]
+    c.StudioSpawner.resource_presets = []
+    c.StudioSpawner.data_repositories = []
+    c.StudioSpawner.allowed_registries = ["devcluster.local/*", "quay.io/*"]
+    c.Spawner.args = ["--ServerApp.allow_root=True"]
+
 # --- Policies ---------------------------------------------------------------------------------
 c.StudioSpawner.allow_custom_images = True
 c.StudioSpawner.allowed_registries = ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*"]

@@ -6,7 +6,6 @@ conda-style env folder and uses this Python (which has jupyterhub-singleuser) as
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +13,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from studio_spawner.devcluster.demo import DEMO_IMAGE, write_demo_images
+
 from .hub_fixtures import Hub, start_hub
 
-STUDIO_IMAGE = "devcluster.local/studio:1.0"
+STUDIO_IMAGE = DEMO_IMAGE
 BROKEN_IMAGE = "devcluster.local/does-not-exist:1.0"
 
 
 @pytest.fixture(scope="session")
 def studio_images(kubelet_images: Path) -> Path:
     """Adds the demo studio image to the kubelet's images file (read at every pull)."""
-    root = kubelet_images.parent
-    (root / "studio" / "opt" / "conda" / "envs").mkdir(parents=True, exist_ok=True)
+    demo = yaml.safe_load(write_demo_images(kubelet_images.parent / "demo-studio").read_text())
+    for entry in demo["images"].values():
+        entry["path"] = str(kubelet_images.parent / "demo-studio" / entry["path"])
     images = yaml.safe_load(kubelet_images.read_text())
-    images["images"]["devcluster.local/studio"] = {
-        "path": "studio",
-        "env": {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"},
-    }
+    images["images"].update(demo["images"])
     kubelet_images.write_text(yaml.safe_dump(images))
     return kubelet_images
 
