@@ -7,6 +7,8 @@ Use it as it is for a trial (``./dev run``), or copy the blocks you need. Every
 
 import os
 
+from studio_spawner.lifespan import lifespan_role, lifespan_service, user_access_role
+
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 
 # --- The hub ----------------------------------------------------------------------------------
@@ -22,6 +24,10 @@ c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = os.environ.get("STUDIO_DEMO_PASSWORD", "studio")
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
+
+# --- The lifespan service: stops studios when their time is up; users extend at /services/lifespan
+c.JupyterHub.services = [lifespan_service(args=["--interval=60"])]
+c.JupyterHub.load_roles = [lifespan_role(), user_access_role()]
 
 # --- Where studios run ------------------------------------------------------------------------
 c.KubeSpawner.namespace = os.environ.get("STUDIO_NAMESPACE", "default")

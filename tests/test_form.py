@@ -112,3 +112,8 @@ def test_field_errors_group_nested_fields():
 def test_existing_disk_is_read_only(catalog):
     form = parse(render_form(catalog, form_values(catalog, None), existing_disk_gib=10))
     assert "readonly" in form.named("disk_gib")[0]
+
+
+def test_script_and_style_are_not_html_escaped(catalog):
+    html = render_form(catalog, form_values(catalog, None))
+    assert "=>" in html and "&amp;&amp;" not in html, "the form's JS must reach the browser intact"
