@@ -27,7 +27,7 @@ def test_log_in_fill_the_form_and_start_a_studio(studio_hub, devcluster):
         page.click("input[type=submit], button[type=submit]")
         page.wait_for_url("**/hub/**")
         page.goto(f"{hub.url}/hub/spawn/eve/browser")
-        assert not page.is_visible("#studio-image"), "custom image hidden while a template is chosen"
+        assert not page.is_visible("#studio-image"), "custom image hidden for a template"
         page.check("input[name=environment_source][value=custom]")
         assert page.is_visible("#studio-image") and page.is_visible(".studio-conda-off")
         page.check("input[name=environment_source][value=template]")

@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", help="keep certs, etcd data and logs here (reused)")
     parser.add_argument("--no-build", action="store_true", help="fail instead of building")
     args = parser.parse_args(argv)
-    # SIGTERM behaves like Ctrl-C so that the processes are stopped cleanly.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT (even when started in the background) and SIGTERM stop the processes cleanly.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     started = time.monotonic()
     try:
         with DevCluster(args.state_dir, build=not args.no_build) as cluster:
