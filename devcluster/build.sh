@@ -79,7 +79,7 @@ build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build etcd go.etcd.io/etcd/server/v3 "-s -w"
 
 "$tmp/kube-apiserver" --version >&2
-"$tmp/etcd" --version | head -1 >&2
+"$tmp/etcd" --version >&2
 rm -rf "$bin"
 mv "$tmp" "$bin"
 trap - EXIT

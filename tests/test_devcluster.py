@@ -14,12 +14,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from studio_spawner.devcluster import DevCluster
-from tests.devcluster_fixtures import (  # noqa: F401  (fixtures)
-    api_client_with_token,
-    devcluster,
-    kube_api,
-    kube_api_client,
-)
+from tests.devcluster_fixtures import api_client_with_token, kube_api_client
 
 
 def _pod(name: str) -> dict:

@@ -13,8 +13,7 @@ import pytest
 import pytest_asyncio
 
 from studio_spawner.devcluster.kube import ApiError, Kube
-from tests.devcluster_fixtures import devcluster  # noqa: F401
-from tests.kubelet_fixtures import DEMO_IMAGE, kubelet, kubelet_images  # noqa: F401
+from tests.kubelet_fixtures import DEMO_IMAGE
 
 NS = "kubelet-tests"
 PODS = f"/api/v1/namespaces/{NS}/pods"

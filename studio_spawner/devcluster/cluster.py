@@ -91,11 +91,13 @@ def find_binaries(build: bool = True, log: IO[str] | None = None) -> Path:
 
 # --- PKI ---------------------------------------------------------------------------------------
 
-def _pem_key(key: Any) -> bytes:
-    return key.private_bytes(
+def _write_key(path: str | Path, key: Any) -> None:
+    """Write a private key as unencrypted PKCS#8 PEM, readable by the owner only."""
+    Path(path).write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
-    )
+    ))
+    Path(path).chmod(0o600)
 
 
 def _cert(
@@ -374,7 +376,7 @@ class DevCluster:
         ca = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(subject, key, ca, ca_key, **kw)
-        Path(f"{base}.key").write_bytes(_pem_key(key))
+        _write_key(f"{base}.key", key)
         Path(f"{base}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     def _make_pki(self) -> None:
@@ -385,7 +387,7 @@ class DevCluster:
             key = ec.generate_private_key(ec.SECP256R1())
             ca = _cert(_name("studio-devcluster-ca"), key, None, key, ca=True)
             (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-            (d / "ca.key").write_bytes(_pem_key(key))
+            _write_key(d / "ca.key", key)
         if not (d / "apiserver.crt").exists():
             names = ["127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
                      "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
@@ -394,7 +396,7 @@ class DevCluster:
             self._issue(d / "admin", _name("admin", ["system:masters"]), client=True)
         if not (d / "sa.key").exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            (d / "sa.key").write_bytes(_pem_key(key))
+            _write_key(d / "sa.key", key)
             (d / "sa.pub").write_bytes(key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
@@ -429,6 +431,7 @@ class DevCluster:
             f"--etcd-servers={self.etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",  # Endpoints may not point at 127.0.0.1
             f"--secure-port={self.port}",
             f"--cert-dir={d}",
             f"--tls-cert-file={d / 'apiserver.crt'}",
