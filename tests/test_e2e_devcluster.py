@@ -108,3 +108,10 @@ def test_failing_init_script_fails_fast_with_its_output(studio_hub):
         studio_hub, "di", "init", {**OPTIONS, "init_script": "echo no-data-here >&2; exit 3"})
     assert seconds < 30, f"took {seconds:.1f} s"
     assert "no-data-here" in message, message
+
+
+def test_failing_startup_step_fails_fast_with_its_message(studio_hub):
+    seconds, message = spawn_failure(
+        studio_hub, "ed", "conda", {**OPTIONS, "environment_yml": "dependencies: [numpy]\n"})
+    assert seconds < 30, f"took {seconds:.1f} s"
+    assert "Building your conda environment' failed (build failed)" in message, message

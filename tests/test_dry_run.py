@@ -1,0 +1,51 @@
+"""Every valid options shape produces objects the real API server accepts (dryRun=All)."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+from traitlets.config import Config
+
+from studio_spawner.cli import offline_spawner, render_documents
+
+from .conftest import CATALOG_CONFIG
+from .test_options import GOOD_YML
+
+VALID = [
+    {"name": "s"},
+    {"name": "x" * 64, "description": "d" * 500, "template": "python", "resources": "gpu"},
+    {"name": "RNA {seq}", "template": "rstudio", "private": True, "lifespan_hours": 120},
+    {"name": "c", "image": "quay.io/a/b@sha256:" + "a" * 64},
+    {"name": "c", "image": "localhost:5000/team/img:v1", "lifespan_hours": 1},
+    {"name": "c", "image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/studio:1"},
+    {"name": "e", "template": "python", "environment_yml": GOOD_YML, "disk_gib": 100},
+    {"name": "d", "data": [{"name": "genomes"}, {"name": "scratch", "writable": True}]},
+    {"name": "l", "labels": {"a" * 63: "v" * 63, "example.com/team": "", "x.y/z": "a.b-c_d"}},
+    {"name": "v", "env": {"A": "{b}", "PATH_EXTRA": "$(HOME)", "E": "", "U": "ünï"},
+     "init_script": "#!/bin/sh\necho {hello}\n" * 50},
+]
+KINDS = {"Pod": "pods", "Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims"}
+
+
+@pytest.mark.parametrize("options", VALID, ids=range(len(VALID)))
+async def test_api_server_accepts_the_studio_objects(devcluster, options):
+    config = Config()
+    for key, value in CATALOG_CONFIG.items():
+        setattr(config.StudioSpawner, key, value)
+    config.KubeSpawner.storage_pvc_ensure = True
+    spawner = offline_spawner(config, "dry-run-user", "s1")
+    spawner.user_options = options
+    try:
+        documents = await render_documents(spawner)
+    finally:
+        await spawner.api.api_client.close()
+    assert [d["kind"] for d in documents] == ["Pod", "Secret", "PersistentVolumeClaim"]
+    for document in documents:
+        document["metadata"].pop("ownerReferences", None)  # the pod does not exist
+        path = f"/api/v1/namespaces/default/{KINDS[document['kind']]}?dryRun=All"
+        try:
+            accepted = devcluster.request("POST", path, document)
+        except urllib.error.HTTPError as error:
+            pytest.fail(f"{document['kind']} refused: {error.read().decode()}")
+        assert accepted["metadata"]["name"] == document["metadata"]["name"]
