@@ -289,10 +289,7 @@ class Relocator:
     def _relocate_bin_extras(self, seen: set) -> None:
         """pip-installed scripts and symlinks in bin/ are not in conda-meta: check shebangs."""
         bindir = os.path.join(self.root, "bin")
-        try:
-            names = sorted(os.listdir(bindir))
-        except OSError:
-            return
+        names = _listdir(bindir)
         for name in names:
             rel = "bin/" + name
             path = os.path.join(bindir, name)
@@ -432,10 +429,7 @@ def _image_envs(config: Config) -> list[tuple[str, str]]:
     """(name, prefix) of every conda env in the image's env dirs, first dir wins."""
     found: dict[str, str] = {}
     for d in config.image_env_dirs:
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
+        names = _listdir(d)
         for name in names:
             prefix = os.path.join(d, name)
             if (
@@ -449,10 +443,7 @@ def _image_envs(config: Config) -> list[tuple[str, str]]:
 
 def recover(envs_dir: str, log: StepLog) -> None:
     """Finish what an interrupted sync left: restore moved-away envs, delete temp copies."""
-    try:
-        names = sorted(os.listdir(envs_dir))
-    except OSError:
-        return
+    names = _listdir(envs_dir)
     for name in names:
         path = os.path.join(envs_dir, name)
         if name.startswith(OLD_PREFIX):
@@ -777,10 +768,7 @@ def kernel_dir_name(env_name: str) -> str:
 
 
 def _user_envs(config: Config) -> Iterator[tuple[str, str]]:
-    try:
-        names = sorted(os.listdir(config.envs_dir))
-    except OSError:
-        return
+    names = _listdir(config.envs_dir)
     for name in names:
         prefix = os.path.join(config.envs_dir, name)
         if not name.startswith(".") and os.path.isdir(prefix):
@@ -825,10 +813,7 @@ def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool:
 
 def _remove_stale_kernels(kernels_dir: str, keep: set) -> list[str]:
     removed = []
-    try:
-        names = sorted(os.listdir(kernels_dir))
-    except OSError:
-        return removed
+    names = _listdir(kernels_dir)
     for name in names:
         kdir = os.path.join(kernels_dir, name)
         if name.startswith(KERNEL_PREFIX) and name not in keep and _is_ours(kdir):
