@@ -76,7 +76,7 @@ def kubelet(devcluster, kubelet_images: Path, tmp_path_factory: pytest.TempPathF
             [sys.executable, "-m", "studio_spawner.devcluster.kubelet",
              "--kubeconfig", str(devcluster.kubeconfig), "--state-dir", str(state),
              "--images", str(kubelet_images), "--node-name", NODE, "--backoff", "1",
-             "--backoff-max", "4"],
+             "--backoff-max", "4", "--scheduler-name", "default-scheduler"],
             stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 60
     while True:
