@@ -1,0 +1,111 @@
+"""Zero to JupyterHub: our values validate against the chart's schema, and the Python they
+inject really configures StudioSpawner and the lifespan service."""
+
+from __future__ import annotations
+
+import copy
+import shlex
+import subprocess
+import venv
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from traitlets.config import Config
+
+from studio_spawner.cli import offline_spawner
+from studio_spawner.lifespan.app import LifespanService
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT.parent / "shared" / "z2jh"
+VALUES = sorted((ROOT / "helm-values").glob("values*.yaml"))
+
+
+def merged(path: Path) -> dict:
+    """Our values over the chart's defaults, the way Helm merges maps."""
+
+    def merge(base: dict, over: dict) -> dict:
+        out = copy.deepcopy(base)
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+        return out
+
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    return merge(chart, yaml.safe_load(path.read_text()))
+
+
+def hub_config(values: dict) -> Config:
+    """Apply hub.config then every hub.extraConfig snippet, in the chart's order."""
+    c = Config()
+    for section, settings in (values["hub"].get("config") or {}).items():
+        for key, value in settings.items():
+            setattr(getattr(c, section), key, value)
+    for name in sorted(values["hub"].get("extraConfig") or {}):
+        exec(compile(values["hub"]["extraConfig"][name], f"extraConfig.{name}", "exec"), {"c": c})
+    return c
+
+
+@pytest.mark.parametrize("path", VALUES, ids=lambda p: p.name)
+def test_values_validate_against_the_chart_schema(path):
+    assert CHART.is_dir(), f"the chart's schema is expected at {CHART}"
+    schema = yaml.safe_load((CHART / "values.schema.yaml").read_text())
+    jsonschema.Draft7Validator(schema).validate(merged(path))
+
+
+@pytest.mark.parametrize("path", VALUES, ids=lambda p: p.name)
+async def test_injected_config_configures_a_real_spawner(path):
+    values = merged(path)
+    config = hub_config(values)
+    assert config.JupyterHub.spawner_class == "studio"
+    spawner = offline_spawner(config, "ann", "s")
+    try:
+        spawner.user_options = {"name": "check"}
+        await spawner.load_user_options()
+        assert spawner.image == config.StudioSpawner.templates[0]["image"]
+    finally:
+        await spawner.api.api_client.close()
+
+
+def test_lifespan_service_command_and_role(monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "the-hub-sets-this")
+    values = merged(ROOT / "helm-values" / "values.yaml")
+    service = values["hub"]["services"]["lifespan"]
+    assert service["command"][:3] == ["python3", "-m", "studio_spawner.lifespan"]
+    app = LifespanService()
+    app.initialize(service["command"][3:])
+    assert app.bind_url == "http://0.0.0.0:10101" and app.interval == 60
+    from studio_spawner.lifespan import SCOPES
+
+    role = values["hub"]["loadRoles"]["lifespan-service"]
+    assert role["scopes"] == SCOPES and role["services"] == ["lifespan"]
+    assert "access:services!service=lifespan" in values["hub"]["loadRoles"]["user"]["scopes"]
+
+
+def test_hub_image_recipe_keeps_the_pins(tmp_path):
+    """Simulate images/hub/Dockerfile: the hub's pins, then studio-spawner constrained by them."""
+    pins = [line.split("#")[0].strip() for line in (CHART / "hub-requirements.txt").read_text()
+            .splitlines()]
+    wanted = ("jupyterhub==", "jupyterhub-kubespawner==", "kubernetes-asyncio==", "traitlets==",
+              "tornado==", "jinja2==", "pyyaml==", "sqlalchemy==")
+    base = [p for p in pins if p.startswith(wanted)]
+    env = tmp_path / "hub"
+    venv.create(env, with_pip=True)
+    pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, *base], check=True, timeout=600)
+    freeze = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "freeze"], check=True,
+                            capture_output=True, text=True).stdout
+    (tmp_path / "hub-pins.txt").write_text(freeze)
+    subprocess.run([*pip, "--constraint", str(tmp_path / "hub-pins.txt"), str(ROOT)], check=True,
+                   timeout=600)
+    after = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "freeze"], check=True,
+                           capture_output=True, text=True).stdout
+    before_pins = {line for line in freeze.splitlines() if "==" in line}
+    assert before_pins <= set(after.splitlines()), "installing studio-spawner changed a pin"
+    help_all = subprocess.run(shlex.split(f"{env}/bin/jupyterhub --help-all"), check=True,
+                              capture_output=True, text=True, timeout=120).stdout
+    assert "--StudioSpawner.templates" in help_all
+    assert "--StudioSpawner.lifespan_max_hours" in help_all
