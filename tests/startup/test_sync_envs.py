@@ -53,6 +53,12 @@ def make_wheel(tmp: Path) -> Path:
     return wheel
 
 
+def pip_install_wheel(prefix: Path, tmp_path: Path) -> None:
+    """pip-install a small local wheel into the env at prefix, as a user would."""
+    run_in(prefix, "python", "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+           str(make_wheel(tmp_path)))
+
+
 def test_first_sync_relocates_the_copy(studio: Studio) -> None:
     """Text and binary placeholders, entry points, symlinks and the interpreter follow the copy."""
     image = studio.image_env("py", FULL)
@@ -93,17 +99,7 @@ def test_pip_in_the_copy_installs_into_the_copy(studio: Studio, tmp_path: Path) 
     studio.image_env("py", FULL)
     studio.ok("sync-envs")
     copy = studio.envs / "py"
-    run_in(
-        copy,
-        "python",
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-index",
-        "--no-deps",
-        str(make_wheel(tmp_path)),
-    )
+    pip_install_wheel(copy, tmp_path)
     assert (copy / "lib" / PY / "site-packages" / "userpkg.py").exists()
     assert not (studio.image_envs / "py" / "lib" / PY / "site-packages" / "userpkg.py").exists()
 
@@ -152,17 +148,7 @@ def test_user_change_survives_an_image_update(studio: Studio, tmp_path: Path, ch
     studio.ok("sync-envs")
     copy = studio.envs / "py"
     if change == "pip":
-        run_in(
-            copy,
-            "python",
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-index",
-            "--no-deps",
-            str(make_wheel(tmp_path)),
-        )
+        pip_install_wheel(copy, tmp_path)
     else:
         studio.install(copy, FULL + ["extra"])
     user_view = snapshot(copy)
