@@ -76,7 +76,8 @@ def kubelet(devcluster, kubelet_images: Path, tmp_path_factory: pytest.TempPathF
             [sys.executable, "-m", "studio_spawner.devcluster.kubelet",
              "--kubeconfig", str(devcluster.kubeconfig), "--state-dir", str(state),
              "--images", str(kubelet_images), "--node-name", NODE, "--backoff", "1",
-             "--backoff-max", "4", "--scheduler-name", "default-scheduler"],
+             "--backoff-max", "4", "--scheduler-name", "default-scheduler",
+             "--pod-ips", os.environ.get("STUDIO_TEST_POD_IPS", "127.0.0.10-127.0.0.254")],
             stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 60
     while True:

@@ -549,6 +549,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backoff-max", type=float, default=300.0)
     parser.add_argument("--scheduler-name", action="append", dest="scheduler_names",
                         help="bind only pods with this schedulerName (repeatable; default all)")
+    parser.add_argument("--pod-ips", default="127.0.0.10-127.0.0.254",
+                        help="FIRST-LAST loopback addresses for pods (separate ranges let "
+                        "two devclusters run side by side)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -559,7 +562,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kubelet = Kubelet(args.kubeconfig, args.state_dir, args.images, node_name=args.node_name,
                       backoff_base=args.backoff, backoff_max=args.backoff_max,
-                      scheduler_names=args.scheduler_names)
+                      scheduler_names=args.scheduler_names,
+                      ip_range=tuple(args.pod_ips.split("-", 1)))
     asyncio.run(kubelet.run_forever())
 
 
