@@ -14,9 +14,18 @@ from typing import Any, TypeVar
 from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-from .validators import parse_image
+from .validators import (
+    AWS_REGION,
+    aws_region_error,
+    bucket_name_error,
+    parse_image,
+    s3_prefix_error,
+)
 
 ENTRY_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+DATA_NAME_MAX = 58  # the pod volume "data-<name>" is a DNS label of at most 63 characters
+CLAIM_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
+AWS_ACCOUNT = re.compile(r"[0-9]{12}")
 QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:m|k|Ki|M|Mi|G|Gi|T|Ti)?")
 
 
@@ -136,6 +145,24 @@ class StudioCatalog(Configurable):
         'quay.io/*' or '*.dkr.ecr.eu-west-1.amazonaws.com/*'. Docker Hub images are matched as
         docker.io/<path> (docker.io/library/<name> for official images).""",
     )
+    ecr_allowed_accounts = List(
+        Unicode(),
+        config=True,
+        help="""AWS account ids (12 digits) whose Amazon ECR registries custom images may come
+        from; empty allows every account that allowed_registries admits.""",
+    )
+    ecr_allowed_regions = List(
+        Unicode(),
+        config=True,
+        help="""AWS regions (e.g. eu-west-1) whose Amazon ECR registries custom images may come
+        from; empty allows every region that allowed_registries admits.""",
+    )
+    require_image_digest = Bool(
+        False,
+        config=True,
+        help="""Require custom images to be pinned by digest (image@sha256:...), so a studio
+        always runs exactly the image that was checked.""",
+    )
     allow_conda_with_custom_image = Bool(
         False,
         config=True,
@@ -220,8 +247,22 @@ class StudioCatalog(Configurable):
 
     @validate("data_repositories")
     def _check_repositories(self, proposal: dict) -> list:
-        _entries(DataRepository, "data_repositories", proposal["value"])
+        for index, repository in enumerate(_entries(DataRepository, "data_repositories",
+                                                    proposal["value"])):
+            problem = _repository_problem(repository)
+            if problem:
+                raise TraitError(f"StudioSpawner.data_repositories[{index}].{problem}")
         return proposal["value"]
+
+    @validate("ecr_allowed_accounts")
+    def _check_accounts(self, proposal: dict) -> list:
+        return _all_match(proposal["value"], AWS_ACCOUNT, "ecr_allowed_accounts",
+                          "an AWS account id is 12 digits")
+
+    @validate("ecr_allowed_regions")
+    def _check_regions(self, proposal: dict) -> list:
+        return _all_match(proposal["value"], AWS_REGION, "ecr_allowed_regions",
+                          "an AWS region looks like eu-west-1")
 
     def template_entries(self) -> dict[str, Template]:
         return {t.id: t for t in _entries(Template, "templates", self.templates)}
@@ -254,3 +295,29 @@ class StudioCatalog(Configurable):
             if candidate and candidate in allowed:
                 return candidate
         return allowed[0] if allowed else None
+
+
+def _repository_problem(repository: DataRepository) -> str | None:
+    """'key: message' for the first bad field of a data repository, or None."""
+    checks = [
+        ("name", None if len(repository.name) <= DATA_NAME_MAX
+         else f"at most {DATA_NAME_MAX} characters"),
+        ("bucket", bucket_name_error(repository.bucket)),
+        ("prefix", s3_prefix_error(repository.prefix)),
+        ("region", aws_region_error(repository.region)),
+        ("writable", None if isinstance(repository.writable, bool) else "must be true or false"),
+    ]
+    for key in ("claim", "writable_claim"):
+        value = getattr(repository, key)
+        if value and not (isinstance(value, str) and CLAIM_NAME.fullmatch(value)):
+            checks.append((key, "a claim name is a lowercase DNS subdomain such as data-ro"))
+    if repository.writable_claim and not repository.writable:
+        checks.append(("writable_claim", "set writable: True too, or remove writable_claim"))
+    return next((f"{key}: {problem}" for key, problem in checks if problem), None)
+
+
+def _all_match(values: list, pattern: re.Pattern[str], setting: str, rule: str) -> list:
+    for index, value in enumerate(values):
+        if not pattern.fullmatch(value):
+            raise TraitError(f"StudioSpawner.{setting}[{index}]: '{value}' is invalid; {rule}")
+    return values

@@ -94,14 +94,18 @@ async def _validate(args: argparse.Namespace) -> int:
 
 
 async def render_documents(spawner: Any) -> list[dict[str, Any]]:
-    """The pod, files Secret and (when the spawner makes one) PVC for the spawner's options."""
-    await spawner.load_user_options()
+    """The pod, files Secret, (when the spawner makes them) home PVC and data PVs and claims.
+
+    Offline: nothing is checked against AWS, and an ECR pull Secret is only named in the pod.
+    """
+    spawner.apply_studio_options(spawner.parse(spawner.user_options or {}))
     client = spawner.api.api_client
     pod = client.sanitize_for_serialization(await spawner.get_pod_manifest())
     owner = {"apiVersion": "v1", "kind": "Pod", "name": spawner.pod_name, "uid": "<pod uid>"}
     documents = [pod, spawner.files_secret_manifest(owner)]
     if spawner.storage_pvc_ensure:
         documents.append(client.sanitize_for_serialization(spawner.get_pvc_manifest()))
+    documents += [manifest for data in spawner.data_volumes() for manifest in data.manifests]
     return documents
 
 

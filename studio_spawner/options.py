@@ -15,6 +15,7 @@ from typing import Any
 from .catalog import StudioCatalog, Template
 from .conda_spec import validate_environment_yml
 from .errors import Collector, FieldError
+from .images import ecr_policy_error
 from .validators import (
     control_character,
     env_name_error,
@@ -204,6 +205,14 @@ def _environment(data: _Input, catalog: StudioCatalog) -> tuple[Template | None,
         allowed = ", ".join(catalog.allowed_registries) or "none"
         data.errors.add(
             "image", f"{reference.repository} is not in an allowed registry; allowed: {allowed}"
+        )
+    elif problem := ecr_policy_error(
+        reference, catalog.ecr_allowed_accounts, catalog.ecr_allowed_regions
+    ):
+        data.errors.add("image", problem)
+    elif catalog.require_image_digest and not reference.digest:
+        data.errors.add(
+            "image", "pin the image by digest here, e.g. name@sha256:<64 hexadecimal digits>"
         )
     return None, custom
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import DataRepository
+from .data import DataVolume, pod_volumes
 from .options import StudioOptions
 
 FILES_MOUNT = "/etc/studio"
-DATA_ROOT = "/workspace/data"
 LAUNCHER = f"{FILES_MOUNT}/studio_startup.sh"
 STARTUP_STEPS = ("sync-envs", "user-env", "kernels")
 OPTIONS_ANNOTATION = "studio.jupyter.org/options"
@@ -52,37 +51,13 @@ def merge_env(base: list[dict[str, Any]], extra: list[dict[str, Any]]) -> list[d
     return [e for e in base if e["name"] not in names] + extra
 
 
-def data_volumes(
-    options: StudioOptions, repositories: Mapping[str, DataRepository]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts for the chosen data repositories (read-only unless writable)."""
-    volumes, mounts = [], []
-    for mount in options.data:
-        repository = repositories[mount.name]
-        writable = mount.writable and repository.writable
-        claim = data_claim_name(repository, writable)
-        volume = f"data-{mount.name}"
-        claim_ref = {"claimName": claim, "readOnly": not writable}
-        volumes.append({"name": volume, "persistentVolumeClaim": claim_ref})
-        mounts.append(
-            {"name": volume, "mountPath": f"{DATA_ROOT}/{mount.name}", "readOnly": not writable}
-        )
-    return volumes, mounts
-
-
-def data_claim_name(repository: DataRepository, writable: bool) -> str:
-    """The PersistentVolumeClaim that provides a repository in the given mode."""
-    if writable:
-        return repository.writable_claim or f"studio-data-{repository.name}-rw"
-    return repository.claim or f"studio-data-{repository.name}-ro"
-
-
 def apply_studio(
     pod: dict[str, Any],
     options: StudioOptions,
-    repositories: Mapping[str, DataRepository],
+    data: Sequence[DataVolume] = (),
     *,
     files_secret: str,
+    pull_secret: str | None = None,
     startup: StartupSettings,
     grace_seconds: int,
 ) -> dict[str, Any]:
@@ -93,7 +68,7 @@ def apply_studio(
     user_env = [{"name": k, "value": v} for k, v in options.env.items()]
     main["env"] = merge_env(merge_env(main.get("env") or [], startup_env(startup)), user_env)
 
-    data_vols, data_mounts = data_volumes(options, repositories)
+    data_vols, data_mounts = pod_volumes(data)
     files_mount = {"name": "studio-files", "mountPath": FILES_MOUNT, "readOnly": True}
     spec["volumes"] = (spec.get("volumes") or []) + [
         {"name": "studio-files", "secret": {"secretName": files_secret, "defaultMode": 0o444}},
@@ -109,6 +84,9 @@ def apply_studio(
         if step != "user-env" or options.environment_yml.strip()
     ]
     spec["terminationGracePeriodSeconds"] = grace_seconds
+    if pull_secret:
+        pulls = spec.get("imagePullSecrets") or []
+        spec["imagePullSecrets"] = [*pulls, {"name": pull_secret}]
 
     metadata = pod["metadata"]
     labels = metadata.get("labels") or {}

@@ -8,21 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any, ClassVar
 
 from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Callable, Integer, List, Unicode, default, validate
+from traitlets import Bool, Callable, Enum, Integer, List, TraitError, Unicode, default, validate
 
 from . import pod as pod_builder
+from .aws import AwsAccess
 from .catalog import StudioCatalog
+from .data import (
+    DataUnavailable,
+    DataVolume,
+    MountpointSettings,
+    check_buckets,
+    ensure_volumes,
+    plan_volumes,
+)
 from .errors import OptionsError
 from .form import form_values, render_form, submitted_values
+from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .options import StudioOptions, form_to_raw, parse_options
 from .pod_status import describe_event, pod_failure_reason
 from .startup import program_files
+
+MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
+OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
+                     "uid", "gid", "allow-other")
 
 
 class StudioStartError(web.HTTPError):
@@ -74,6 +89,52 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
         None: studios belong to no workspace.""",
     )
 
+    aws_region = Unicode(
+        "",
+        config=True,
+        help="""AWS region for S3 and ECR calls when a repository or image does not say
+        ('' = boto3's default: AWS_REGION, the hub's config or instance metadata).""",
+    )
+    aws_endpoint_url = Unicode(
+        "",
+        config=True,
+        help="""Endpoint for the hub's S3 and ECR calls ('' = AWS). For S3/ECR-compatible
+        services and tests; the hub's credentials come from boto3's usual chain.""",
+    )
+    data_provisioning = Enum(
+        ["claims", "mountpoint"],
+        "claims",
+        config=True,
+        help="""How data repositories get their volumes. 'claims': mount admin-provisioned
+        PersistentVolumeClaims by name (claim / writable_claim, default
+        studio-data-<name>-ro|rw); no extra permissions. 'mountpoint': create a PersistentVolume
+        for the Mountpoint for Amazon S3 CSI driver and its claim; needs the ClusterRole in
+        helm-values/rbac-s3-mountpoint.yaml.""",
+    )
+    data_mount_options = List(
+        Unicode(),
+        config=True,
+        help="""Extra Mountpoint mount options for provisioned volumes, e.g.
+        'cache /tmp/mountpoint-cache' or 'max-threads 16'. The mode, prefix, region, uid, gid
+        and allow-other options are set by the spawner.""",
+    )
+    check_data_buckets = Bool(
+        True,
+        config=True,
+        help="Before a studio starts, check each chosen bucket exists and is reachable.",
+    )
+    check_ecr_images = Bool(
+        True,
+        config=True,
+        help="Before a studio starts, check its Amazon ECR repository and tag or digest exist.",
+    )
+    ecr_pull_secrets = Bool(
+        True,
+        config=True,
+        help="""Give studios on Amazon ECR images a pull Secret made from a 12-hour ECR token
+        (not needed when the nodes' IAM role may pull from ECR).""",
+    )
+
     # Form state of a failed submit, kept per user so the re-rendered form shows the errors
     # next to the fields and everything the user typed (the hub re-renders with a new call).
     _failed_forms: ClassVar[dict[str, tuple[dict[str, Any], dict[str, str]]]] = {}
@@ -99,6 +160,18 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
                 "StudioSpawner.cmd must name the server command (e.g. jupyterhub-singleuser): "
                 "the start-up program runs first and then executes it"
             )
+        return proposal["value"]
+
+    @validate("data_mount_options")
+    def _check_mount_options(self, proposal: dict) -> list[str]:
+        for index, option in enumerate(proposal["value"]):
+            key = re.split("[ =]", option, maxsplit=1)[0]
+            if not MOUNT_OPTION.fullmatch(option) or key in OUR_MOUNT_OPTIONS:
+                raise TraitError(
+                    f"StudioSpawner.data_mount_options[{index}]: '{option}' is not allowed; "
+                    "use 'name' or 'name value' and leave the mode, prefix, region, uid, gid "
+                    "and allow-other to the spawner"
+                )
         return proposal["value"]
 
     # --- the form and the options ----------------------------------------------------------
@@ -151,8 +224,12 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
         return super().start()
 
     async def load_user_options(self) -> None:
-        """Validate the stored/API options and apply the non-templated settings they choose."""
-        options = self.parse(self.user_options or {})
+        """Validate the stored/API options, apply them, and prepare their cloud resources."""
+        self.apply_studio_options(self.parse(self.user_options or {}))
+        await self.prepare_studio()
+
+    def apply_studio_options(self, options: StudioOptions) -> None:
+        """Apply the non-templated settings the options choose (no I/O)."""
         self.studio_options = options
         self.image = options.image
         template = self.template_entries().get(options.template or "")
@@ -176,6 +253,53 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
     def files_secret_name(self) -> str:
         return f"{self.pod_name}-files"
 
+    @property
+    def pull_secret_name(self) -> str | None:
+        """The ECR pull Secret's name, when the studio's image needs one."""
+        assert self.studio_options is not None
+        if self.ecr_pull_secrets and ecr_registry(self.studio_options.image):
+            return f"{self.pod_name}-pull"
+        return None
+
+    @property
+    def aws(self) -> AwsAccess:
+        return AwsAccess(self.aws_region, self.aws_endpoint_url)
+
+    def data_volumes(self) -> list[DataVolume]:
+        """The studio's data repositories as volumes (pure: names only, nothing created)."""
+        assert self.studio_options is not None
+        mountpoint = None
+        if self.data_provisioning == "mountpoint":
+            mountpoint = MountpointSettings(
+                namespace=self.namespace,
+                uid=self.uid if isinstance(self.uid, int) else None,
+                gid=self.fs_gid if isinstance(self.fs_gid, int) else None,
+                extra_options=tuple(self.data_mount_options),
+            )
+        return plan_volumes(self.studio_options, self.repository_entries(), mountpoint)
+
+    async def prepare_studio(self) -> None:
+        """Check the buckets and the ECR image, then create volumes and the pull Secret.
+
+        Runs before the pod exists; a problem fails the spawn at once with the reason.
+        """
+        assert self.studio_options is not None
+        try:
+            planned = self.data_volumes()
+            if planned and self.check_data_buckets:
+                await check_buckets(self.aws, planned)
+            await ensure_volumes(self.api, planned)
+            ecr = ecr_registry(self.studio_options.image)
+            if ecr and self.check_ecr_images:
+                await check_image(self.aws, ecr)
+            if ecr and self.pull_secret_name:
+                registry, auth = await registry_credentials(self.aws, ecr)
+                labels = self._build_common_labels({})
+                await self._replace_secret(pull_secret(self.pull_secret_name, registry, auth,
+                                                       labels=labels))
+        except (DataUnavailable, ImageUnavailable) as error:
+            raise StudioStartError(str(error)) from error
+
     def startup_settings(self) -> pod_builder.StartupSettings:
         return pod_builder.StartupSettings(
             image_env_dirs=tuple(self.startup_image_env_dirs),
@@ -191,8 +315,9 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
         studio_pod = pod_builder.apply_studio(
             client.sanitize_for_serialization(pod),
             self.studio_options,
-            self.repository_entries(),
+            self.data_volumes(),
             files_secret=self.files_secret_name,
+            pull_secret=self.pull_secret_name,
             startup=self.startup_settings(),
             grace_seconds=self.termination_grace_period_seconds,
         )
@@ -237,20 +362,27 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
             "blockOwnerDeletion": True,
             "controller": False,
         }
-        body = self.files_secret_manifest(owner)
-        await self._delete_files_secret()
+        await self._replace_secret(self.files_secret_manifest(owner))
+
+    async def _replace_secret(self, body: dict[str, Any]) -> None:
+        """Create a Secret, deleting a leftover of the same name first (there is no patch)."""
+        await self._delete_secret(body["metadata"]["name"])
         await self.api.create_namespaced_secret(self.namespace, body)
 
-    async def _delete_files_secret(self) -> None:
+    async def _delete_secret(self, name: str) -> None:
         try:
-            await self.api.delete_namespaced_secret(self.files_secret_name, self.namespace)
+            await self.api.delete_namespaced_secret(name, self.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
 
     async def stop(self, now: bool = False) -> None:
+        """Stop the pod, then delete its files Secret and the pull Secret made before it."""
         await super().stop(now=now)
-        await self._delete_files_secret()
+        await self._delete_secret(self.files_secret_name)
+        # The pull Secret exists before the pod (a kubelet pulls without a missing secret),
+        # so it has no owner reference: delete it by its name.
+        await self._delete_secret(f"{self.pod_name}-pull")
 
     # --- start-up feedback -----------------------------------------------------------------
 

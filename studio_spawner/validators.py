@@ -146,3 +146,51 @@ def control_character(text: str, allowed: str = "") -> str | None:
         if (ord(ch) < 32 or ord(ch) == 127) and ch not in allowed:
             return repr(ch)
     return None
+
+
+# --- Amazon S3 and ECR --------------------------------------------------------------------------
+
+_BUCKET = re.compile(r"[a-z0-9](?:[a-z0-9.-]{1,61})[a-z0-9]")
+_IPV4_LIKE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()=+,@-]+")
+ECR_REGISTRY = re.compile(
+    r"(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2})"
+    r"\.amazonaws\.com(?:\.cn)?"
+)
+
+
+def bucket_name_error(name: str) -> str | None:
+    """Check an S3 bucket name (general purpose buckets' naming rules)."""
+    if not isinstance(name, str) or not _BUCKET.fullmatch(name):
+        return (
+            "a bucket name is 3-63 characters: lowercase letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    if ".." in name or ".-" in name or "-." in name or _IPV4_LIKE.fullmatch(name):
+        return "a bucket name cannot contain '..', '.-' or '-.', nor look like an IP address"
+    return None
+
+
+def s3_prefix_error(prefix: str) -> str | None:
+    """Check a key prefix mounted as a directory: ``part/part/``, no '.' or '..' parts."""
+    if prefix == "":
+        return None
+    if (
+        not isinstance(prefix, str)
+        or not prefix.endswith("/")
+        or len(prefix) > 512
+        or any(p in (".", "..") or not _PREFIX_PART.fullmatch(p) for p in prefix.split("/")[:-1])
+    ):
+        return (
+            "a prefix is one or more path parts each ending in '/', such as 'projects/rna/' "
+            "(letters, digits and !_.*'()=+,@-; no '.' or '..' parts, no leading '/')"
+        )
+    return None
+
+
+def aws_region_error(region: str) -> str | None:
+    """Check an AWS region name such as eu-west-1; '' means the hub's default region."""
+    if region == "" or (isinstance(region, str) and AWS_REGION.fullmatch(region)):
+        return None
+    return "an AWS region looks like eu-west-1 or us-gov-west-1"

@@ -143,7 +143,7 @@ def test_apply_studio_does_not_mutate_its_input(catalog):
     pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "n", "image": "i"}]}}
     before = json.dumps(pod, sort_keys=True)
     options = parse_options({"name": "s", "template": "python"}, catalog)
-    apply_studio(pod, options, catalog.repository_entries(), files_secret="f",
+    apply_studio(pod, options, [], files_secret="f",
                  startup=StartupSettings(installer="micromamba"), grace_seconds=5)
     assert json.dumps(pod, sort_keys=True) == before
     secret = files_secret("f", options, {"p.sh": "x"}, labels={})

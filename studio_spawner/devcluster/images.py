@@ -13,6 +13,9 @@ the host's root filesystem inside a container::
         command: ["/bin/sh", "-c"]
         args: ["echo hi"]
         user: 1000
+      "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/*":
+        path: ./team
+        pullAuth: {username: AWS}   # a private registry: the pod needs a pull secret for it
 
 Lookup order: exact reference, then the repository (any tag or digest), then patterns.
 Relative paths are relative to the images file. The file is re-read when it changes.
@@ -43,6 +46,14 @@ class Image:
     command: list[str] | None = None
     args: list[str] | None = None
     user: int | None = None
+    pull_username: str | None = None
+
+    @property
+    def registry(self) -> str:
+        """The registry host of the reference (docker.io when it has none)."""
+        first, _, rest = self.ref.partition("/")
+        return first if rest and ("." in first or ":" in first or first == "localhost") \
+            else "docker.io"
 
     @property
     def image_id(self) -> str:
@@ -90,6 +101,7 @@ def _entry(ref: str, value: Any, base: Path) -> Image:
         command=list(value["command"]) if value.get("command") else None,
         args=list(value["args"]) if value.get("args") else None,
         user=int(user) if user is not None else None,
+        pull_username=(value.get("pullAuth") or {}).get("username"),
     )
 
 
@@ -154,4 +166,5 @@ class ImageRegistry:
 
 def _with_ref(image: Image, ref: str) -> Image:
     return Image(ref=ref, path=image.path, env=image.env, working_dir=image.working_dir,
-                 command=image.command, args=image.args, user=image.user)
+                 command=image.command, args=image.args, user=image.user,
+                 pull_username=image.pull_username)

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 from .fsplan import Bind, plan_filesystem
 from .images import Image
-from .podenv import ConfigError, container_argv, container_env, referenced_objects
+from .podenv import (
+    ConfigError,
+    container_argv,
+    container_env,
+    object_data,
+    referenced_objects,
+)
 from .status import (
     ContainerRecord,
     PodState,
@@ -201,7 +207,8 @@ class PodWorker:
         while True:
             self.check()
             image = self.kubelet.images.lookup(ref)
-            if image is not None:
+            denied = image is not None and not await self._authorized(image)
+            if image is not None and not denied:
                 rec.image_id = image.image_id
                 if spec.get("imagePullPolicy") == "Always":
                     await self.event("Pulling", f'Pulling image "{ref}"', container=rec.name)
@@ -214,6 +221,9 @@ class PodWorker:
             await self.event("Pulling", f'Pulling image "{ref}"', container=rec.name)
             message = (f"rpc error: code = NotFound desc = failed to pull and unpack image "
                        f'"{ref}": failed to resolve reference "{ref}": {ref}: not found')
+            if denied:
+                message = (f'rpc error: code = Unknown desc = failed to pull and unpack image '
+                           f'"{ref}": failed to authorize: 401 Unauthorized')
             await self.event("Failed", f'Failed to pull image "{ref}": {message}', "Warning",
                              rec.name)
             await self.event("Failed", "Error: ErrImagePull", "Warning", rec.name)
@@ -226,6 +236,22 @@ class PodWorker:
             await self.report()
             await self.sleep(backoff)
             backoff = min(backoff * 2, self.kubelet.backoff_max)
+
+    async def _authorized(self, image: Image) -> bool:
+        """A private image needs a dockerconfigjson pull secret with the registry's user."""
+        if not image.pull_username:
+            return True
+        namespace = self.pod["metadata"]["namespace"]
+        for ref in self.pod["spec"].get("imagePullSecrets") or []:
+            secret = await self.kubelet.kube.get_or_none(
+                f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}")
+            if secret is None or secret.get("type") != "kubernetes.io/dockerconfigjson":
+                continue
+            config = json.loads(object_data(secret, "Secret").get(".dockerconfigjson", b"{}"))
+            auth = config.get("auths", {}).get(image.registry) or {}
+            if auth.get("username") == image.pull_username and auth.get("password"):
+                return True
+        return False
 
     async def _config(self, spec: dict, rec: ContainerRecord, image: Image
                       ) -> tuple[dict, list[str], list[Bind]]:
