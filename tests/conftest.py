@@ -7,6 +7,7 @@ import pytest
 from studio_spawner.catalog import StudioCatalog
 
 pytest_plugins = [
+    "tests.aws_fixtures",
     "tests.devcluster_fixtures",
     "tests.kubelet_fixtures",
     "tests.studio_fixtures",
