@@ -117,3 +117,13 @@ def test_existing_disk_is_read_only(catalog):
 def test_script_and_style_are_not_html_escaped(catalog):
     html = render_form(catalog, form_values(catalog, None))
     assert "=>" in html and "&amp;&amp;" not in html, "the form's JS must reach the browser intact"
+
+
+def test_data_repositories_show_bucket_description_and_mode(catalog):
+    html = render_form(catalog, form_values(catalog, {}, ""))
+    assert "<code>s3://genomes-bucket/</code>" in html and "Reference genomes" in html
+    genomes, scratch = html.split('value="genomes"')[1], html.split('value="scratch"')[1]
+    assert "read-only" in genomes.split("studio-data-row")[0]
+    assert "not renamed" in scratch.split("studio-data-row")[0]
+    writable = [a["value"] for a in parse(html).named("data_writable")]
+    assert writable == ["scratch"], "write access is offered only where the catalogue allows"

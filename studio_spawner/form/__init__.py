@@ -118,6 +118,7 @@ def render_form(
         allow_custom_images=catalog.allow_custom_images,
         allowed_registries=catalog.allowed_registries,
         allow_conda_with_custom_image=catalog.allow_conda_with_custom_image,
+        require_image_digest=catalog.require_image_digest,
         conda_channels=catalog.conda_channels,
         limits={"name": NAME_MAX, "description": DESCRIPTION_MAX},
         lifespan={
