@@ -95,5 +95,12 @@ c.StudioSpawner.lifespan_max_hours = 120
 c.StudioSpawner.allow_keep_running = False
 c.StudioSpawner.private_default = False
 c.StudioSpawner.protected_env_names = ["AWS_*"]
+
+# --- AWS: S3 data repositories and private images on Amazon ECR (docs/data.md, docs/images.md)
+# The hub checks chosen buckets (HeadBucket) and ECR images (DescribeImages) with its own AWS
+# credentials before a studio starts, and gives ECR images a pull Secret.
+c.StudioSpawner.data_provisioning = "claims"  # or "mountpoint" + helm-values/rbac-s3-mountpoint
+c.StudioSpawner.ecr_allowed_regions = ["eu-west-1"]
+c.StudioSpawner.aws_region = os.environ.get("AWS_REGION", "")
 c.StudioSpawner.disk_default_gib = 10
 c.StudioSpawner.disk_max_gib = 100

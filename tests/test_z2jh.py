@@ -20,10 +20,12 @@ from studio_spawner.lifespan.app import LifespanService
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT.parent / "shared" / "z2jh"
 VALUES = sorted((ROOT / "helm-values").glob("values*.yaml"))
+# Files used on top of another one (helm -f values.yaml -f values-aws.yaml).
+OVERLAYS = {"values-aws.yaml": "values.yaml"}
 
 
 def merged(path: Path) -> dict:
-    """Our values over the chart's defaults, the way Helm merges maps."""
+    """Our values (over their base file, if any) over the chart's defaults, as Helm merges."""
 
     def merge(base: dict, over: dict) -> dict:
         out = copy.deepcopy(base)
@@ -34,8 +36,10 @@ def merged(path: Path) -> dict:
                 out[key] = value
         return out
 
-    chart = yaml.safe_load((CHART / "values.yaml").read_text())
-    return merge(chart, yaml.safe_load(path.read_text()))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if path.name in OVERLAYS:
+        values = merge(values, yaml.safe_load((path.parent / OVERLAYS[path.name]).read_text()))
+    return merge(values, yaml.safe_load(path.read_text()))
 
 
 def hub_config(values: dict) -> Config:
@@ -63,9 +67,13 @@ async def test_injected_config_configures_a_real_spawner(path):
     assert config.JupyterHub.spawner_class == "studio"
     spawner = offline_spawner(config, "ann", "s")
     try:
-        spawner.user_options = {"name": "check"}
-        await spawner.load_user_options()
+        spawner.apply_studio_options(spawner.parse({"name": "check"}))
         assert spawner.image == config.StudioSpawner.templates[0]["image"]
+        repositories = [r["name"] for r in config.StudioSpawner.get("data_repositories", [])]
+        if repositories:  # every repository mounts; read-only first
+            spawner.apply_studio_options(spawner.parse(
+                {"name": "check", "data": [{"name": n} for n in repositories]}))
+            assert all(not v.writable for v in spawner.data_volumes())
     finally:
         await spawner.api.api_client.close()
 
