@@ -33,10 +33,9 @@ def studio_images(kubelet_images: Path) -> Path:
     return kubelet_images
 
 
-@pytest.fixture(scope="session")
-def studio_hub(devcluster, kubelet, studio_images, tmp_path_factory) -> Iterator[Hub]:
-    """A real hub (and proxy) spawning studios on the devcluster."""
-    config = f"""
+def studio_hub_config() -> str:
+    """Hub settings for spawning studios of the demo image on the devcluster."""
+    return f"""
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.Spawner.args = ["--ServerApp.allow_root=True"]  # the devcluster runs pods as root
 c.KubeSpawner.namespace = "default"
@@ -54,8 +53,13 @@ c.StudioSpawner.templates = [
 c.StudioSpawner.allowed_registries = ["devcluster.local/*"]
 c.StudioSpawner.allow_keep_running = True
 """
+
+
+@pytest.fixture(scope="session")
+def studio_hub(devcluster, kubelet, studio_images, tmp_path_factory) -> Iterator[Hub]:
+    """A real hub (and proxy) spawning studios on the devcluster."""
     env = {"KUBECONFIG": str(devcluster.kubeconfig)}
-    yield from start_hub(tmp_path_factory.mktemp("studio-hub"), config, env=env)
+    yield from start_hub(tmp_path_factory.mktemp("studio-hub"), studio_hub_config(), env=env)
 
 
 def wait_for_server(hub: Hub, user: str, server: str, timeout: float = 90) -> dict:

@@ -26,7 +26,7 @@ from studio_spawner.options import DataMount, StudioOptions
 from .aws_fixtures import CREDENTIALS, Moto, ecr_host
 from .devcluster_fixtures import kube_api_client
 from .hub_fixtures import Hub, start_hub
-from .studio_fixtures import STUDIO_IMAGE, wait_for_server
+from .studio_fixtures import STUDIO_IMAGE, studio_hub_config, wait_for_server
 from .test_e2e_devcluster import gone, spawn_failure
 
 RBAC_MANIFEST = Path(__file__).parents[1] / "helm-values" / "rbac-s3-mountpoint.yaml"
@@ -105,21 +105,8 @@ def aws_hub(devcluster, kubelet, studio_images, moto_server, ecr_repository,
             tmp_path_factory) -> Iterator[Hub]:
     """A hub spawning studios with S3 data repositories and ECR images checked in moto."""
     reference, scratch = moto_server.bucket(), moto_server.bucket()
-    config = f"""
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.Spawner.args = ["--ServerApp.allow_root=True"]
+    config = studio_hub_config() + f"""
 c.Spawner.notebook_dir = "/home/jovyan"
-c.KubeSpawner.namespace = "default"
-c.KubeSpawner.start_timeout = 90
-c.KubeSpawner.environment = {{"HOME": "/home/jovyan"}}
-c.KubeSpawner.storage_pvc_ensure = True
-c.KubeSpawner.pvc_name_template = "claim-{{user_server}}"
-c.KubeSpawner.volumes = [{{"name": "home",
-    "persistentVolumeClaim": {{"claimName": "claim-{{user_server}}"}}}}]
-c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
-c.StudioSpawner.templates = [
-    {{"id": "demo", "display_name": "Demo", "image": "{STUDIO_IMAGE}", "default_url": "/api"}},
-]
 c.StudioSpawner.allowed_registries = ["devcluster.local/*", "*.dkr.ecr.*.amazonaws.com/*"]
 c.StudioSpawner.ecr_allowed_regions = ["eu-west-1"]
 c.StudioSpawner.aws_endpoint_url = "{moto_server.url}"
