@@ -136,3 +136,16 @@ def test_image_policy_accepts_allowed_and_pinned_images():
                             ecr_allowed_regions=[REGION], require_image_digest=True)
     image = f"{ecr_host()}/team/a@sha256:{'b' * 64}"
     assert parse_options({"name": "n", "image": image}, catalog).image == image
+
+
+async def test_demo_buckets_pass_the_spawn_checks(monkeypatch):
+    """./dev run's local S3 server holds the buckets its hub config offers."""
+    from studio_spawner.devcluster.demo import DEMO_BUCKETS, demo_s3
+
+    with demo_s3() as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        _client.cache_clear()
+        access = AwsAccess("eu-west-1", env["STUDIO_DEMO_S3_ENDPOINT"])
+        await check_buckets(access, [volume(b, index=i) for i, b in enumerate(DEMO_BUCKETS)])
+    _client.cache_clear()
