@@ -8,6 +8,7 @@ Use it as it is for a trial (``./dev run``), or copy the blocks you need. Every
 import os
 
 from studio_spawner.lifespan import lifespan_role, lifespan_service, user_access_role
+from studio_spawner.sharing import configure_workspace_sharing
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 
@@ -19,8 +20,10 @@ c.JupyterHub.bind_url = os.environ.get("STUDIO_HUB_URL", "http://127.0.0.1:8000"
 # The hub's API must be reachable from the studio pods.
 c.JupyterHub.hub_ip = os.environ.get("STUDIO_HUB_IP", "127.0.0.1")
 
-# Trial login: any user name, password "studio". Use your real authenticator in production.
-c.JupyterHub.authenticator_class = "dummy"
+# Trial login: any user name, password "studio", with workspace membership (below). Use your
+# real authenticator in production, e.g. with_workspaces(GenericOAuthenticator) (see
+# docs/collaboration.md).
+c.JupyterHub.authenticator_class = "studio_spawner.auth.WorkspaceDummyAuthenticator"
 c.DummyAuthenticator.password = os.environ.get("STUDIO_DEMO_PASSWORD", "studio")
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
@@ -28,6 +31,21 @@ c.Authenticator.admin_users = {"admin"}
 # --- The lifespan service: stops studios when their time is up; users extend at /services/lifespan
 c.JupyterHub.services = [lifespan_service(args=["--interval=60"])]
 c.JupyterHub.load_roles = [lifespan_role(), user_access_role()]
+
+# --- Collaboration: workspaces, roles and the private toggle (docs/collaboration.md) ----------
+# Everyone may launch in "demo"; log in as ann, ben, cal, eve or pat to try the roles. With an
+# identity provider, map its groups with c.WorkspaceAuthenticator.claim_pattern.
+c.WorkspaceAuthenticator.workspaces = {
+    "demo": {"*": "launch"},
+    "genomics": {"ann": "launch", "ben": "connect", "cal": "view", "eve": "admin"},
+    "proteomics": {"ann": "launch", "pat": "owner"},
+}
+# or a YAML file of the same shape, re-read when it changes:
+# c.WorkspaceAuthenticator.workspaces_file = "/srv/jupyterhub/workspaces.yaml"
+# Membership changes reach running studios within auth_refresh_age (60 s here by default) plus
+# c.StudioSpawner.server_auth_cache_seconds (30 s).
+# c.StudioSpawner.share_min_role = "connect"  # who may open shared studios (view/connect/launch)
+configure_workspace_sharing(c)  # the sharing service, its role and token; studios follow Private
 
 # --- Where studios run ------------------------------------------------------------------------
 c.KubeSpawner.namespace = os.environ.get("STUDIO_NAMESPACE", "default")
@@ -72,18 +90,6 @@ c.StudioSpawner.data_repositories = [
      "description": "Team scratch space"},
 ]
 
-# ./dev run on the devcluster: a demo image whose "image" is a directory on this machine, pods
-# that run as root (the devcluster kubelet runs processes), and no conda envs in the image.
-if os.environ.get("STUDIO_DEMO_IMAGE"):
-    c.StudioSpawner.templates = [
-        {"id": "demo", "display_name": "Demo studio", "image": os.environ["STUDIO_DEMO_IMAGE"],
-         "description": "JupyterLab-free demo server on the devcluster", "default_url": "/api"},
-    ]
-    c.StudioSpawner.resource_presets = []
-    c.StudioSpawner.data_repositories = []
-    c.StudioSpawner.allowed_registries = ["devcluster.local/*", "quay.io/*"]
-    c.Spawner.args = ["--ServerApp.allow_root=True"]
-
 # --- Policies ---------------------------------------------------------------------------------
 c.StudioSpawner.allow_custom_images = True
 c.StudioSpawner.allowed_registries = ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*"]
@@ -104,3 +110,24 @@ c.StudioSpawner.ecr_allowed_regions = ["eu-west-1"]
 c.StudioSpawner.aws_region = os.environ.get("AWS_REGION", "")
 c.StudioSpawner.disk_default_gib = 10
 c.StudioSpawner.disk_max_gib = 100
+
+# ./dev run on the devcluster: a demo image whose "image" is a directory on this machine, pods
+# that run as root (the devcluster kubelet runs processes), and no conda envs in the image.
+if os.environ.get("STUDIO_DEMO_IMAGE"):
+    c.StudioSpawner.templates = [
+        {"id": "demo", "display_name": "Demo studio", "image": os.environ["STUDIO_DEMO_IMAGE"],
+         "description": "JupyterLab-free demo server on the devcluster", "default_url": "/api"},
+    ]
+    c.StudioSpawner.resource_presets = []
+    c.StudioSpawner.data_repositories = []
+    if os.environ.get("STUDIO_DEMO_S3_ENDPOINT"):  # demo buckets on a local S3 server (moto)
+        c.StudioSpawner.aws_endpoint_url = os.environ["STUDIO_DEMO_S3_ENDPOINT"]
+        c.StudioSpawner.data_provisioning = "mountpoint"
+        c.StudioSpawner.data_repositories = [
+            {"name": "reference", "bucket": "demo-reference", "region": "eu-west-1",
+             "description": "Demo reference data"},
+            {"name": "scratch", "bucket": "demo-scratch", "region": "eu-west-1",
+             "writable": True, "description": "Demo scratch space"},
+        ]
+    c.StudioSpawner.allowed_registries = ["devcluster.local/*", "quay.io/*"]
+    c.Spawner.args = ["--ServerApp.allow_root=True"]

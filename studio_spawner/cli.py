@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -52,13 +53,17 @@ def _ensure_kubeconfig() -> None:
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = handle.name  # read when KubeSpawner loads it
 
 
-def offline_spawner(config: Config, user: str = "user", server: str = "") -> Any:
-    """A StudioSpawner for a user and server that never talks to a cluster or a hub."""
+def offline_spawner(
+    config: Config, user: str = "user", server: str = "", groups: Sequence[str] = ()
+) -> Any:
+    """A StudioSpawner for a user (in `groups`) and server that never talks to a cluster or a
+    hub."""
     _ensure_kubeconfig()
     from .spawner import StudioSpawner
 
     fake_user = SimpleNamespace(
-        name=user, id=1, url=f"/user/{user}/", escaped_name=user, groups=[], settings={}
+        name=user, id=1, url=f"/user/{user}/", escaped_name=user, settings={},
+        groups=[SimpleNamespace(name=group) for group in groups],
     )
     hub = SimpleNamespace(
         public_host="", url="http://hub:8081/hub/", base_url="/hub/",
@@ -79,8 +84,13 @@ def read_options(path: str) -> Any:
         raise SystemExit(f"studio-spawner: cannot read options from {path}: {error}") from None
 
 
+def _groups(text: str) -> list[str]:
+    return [group.strip() for group in text.split(",") if group.strip()]
+
+
 async def _validate(args: argparse.Namespace) -> int:
-    spawner = offline_spawner(load_config(args.config), args.user, args.server)
+    spawner = offline_spawner(load_config(args.config), args.user, args.server,
+                              _groups(args.groups))
     try:
         options = spawner.parse(read_options(args.options))
     except OptionsError as error:
@@ -110,7 +120,8 @@ async def render_documents(spawner: Any) -> list[dict[str, Any]]:
 
 
 async def _render(args: argparse.Namespace) -> int:
-    spawner = offline_spawner(load_config(args.config), args.user, args.server)
+    spawner = offline_spawner(load_config(args.config), args.user, args.server,
+                              _groups(args.groups))
     spawner.user_options = read_options(args.options)
     try:
         documents = await render_documents(spawner)
@@ -136,6 +147,9 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--config", help="a jupyterhub_config.py-style file")
         command.add_argument("--user", default="user", help="the user's name (default: user)")
         command.add_argument("--server", default="", help="the named server ('' = default)")
+        command.add_argument(
+            "--groups", default="", help="the user's hub groups, comma-separated; with "
+            "workspace_sharing they say where the user may launch (workspace:<ws>:launch)")
         command.set_defaults(func=func)
     return main
 

@@ -137,12 +137,14 @@ def parse_options(
     catalog: StudioCatalog,
     *,
     workspaces: Sequence[str] = (),
+    workspace_required: bool = False,
     existing_disk_gib: int | None = None,
     form_errors: Sequence[FieldError] = (),
 ) -> StudioOptions:
     """Validate raw options against the catalogue; raise OptionsError listing every problem.
 
-    `workspaces` are the workspaces the user may launch in; `existing_disk_gib` is the size of
+    `workspaces` are the workspaces the user may launch in (`workspace_required`: a studio must
+    belong to one of them); `existing_disk_gib` is the size of
     the studio's home volume when it already exists (its size can no longer change);
     `form_errors` are problems `form_to_raw` found, reported together with the rest.
     """
@@ -164,7 +166,7 @@ def parse_options(
         environment_yml=_conda(data, catalog, template),
         data=_data_mounts(data, catalog),
         private=data.boolean("private", catalog.private_default),
-        workspace=_workspace(data, workspaces),
+        workspace=_workspace(data, workspaces, workspace_required),
         lifespan_hours=_lifespan(data, catalog),
         env=_env(data, catalog),
         labels=_labels(data, catalog),
@@ -268,10 +270,17 @@ def _data_mounts(data: _Input, catalog: StudioCatalog) -> tuple[DataMount, ...]:
     return tuple(mounts)
 
 
-def _workspace(data: _Input, workspaces: Sequence[str]) -> str | None:
+def _workspace(data: _Input, workspaces: Sequence[str], required: bool) -> str | None:
     value = data.get("workspace", None)
     if value in (None, ""):
-        return workspaces[0] if len(workspaces) == 1 else None
+        if len(workspaces) == 1:
+            return workspaces[0]
+        if required and not workspaces:
+            data.errors.add("workspace", "you have no workspace where you may launch studios "
+                            "(the launch role or above); ask a workspace admin to add you")
+        elif required:
+            data.errors.add("workspace", f"choose the studio's workspace: {', '.join(workspaces)}")
+        return None
     if value not in workspaces:
         choices = ", ".join(workspaces) or "none"
         data.errors.add("workspace", f"you cannot launch in this workspace; yours: {choices}")

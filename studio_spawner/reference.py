@@ -20,7 +20,20 @@ def own_settings(cls: type[HasTraits]) -> dict[str, object]:
     }
 
 
+def table(cls: type[HasTraits]) -> list[str]:
+    """A Markdown table of the class's own settings."""
+    lines = ["| setting | type | default | what it does |", "| --- | --- | --- | --- |"]
+    for name, trait in sorted(own_settings(cls).items()):
+        help_text = " ".join(inspect.cleandoc(trait.help).split())
+        default = trait.default_value_repr().replace("|", "\\|")
+        lines.append(
+            f"| `{name}` | {type(trait).__name__} | `{default}` | {help_text.replace('|', '/')} |"
+        )
+    return lines
+
+
 def reference() -> str:
+    from .auth import WorkspaceAuthenticator
     from .spawner import StudioSpawner
 
     lines = [
@@ -30,15 +43,15 @@ def reference() -> str:
         "Set each as `c.StudioSpawner.<name>` in `jupyterhub_config.py`. Every KubeSpawner",
         "setting works too (except `profile_list`: templates replace profiles).",
         "",
-        "| setting | type | default | what it does |",
-        "| --- | --- | --- | --- |",
+        *table(StudioSpawner),
+        "",
+        "## Workspace membership",
+        "",
+        "Set each as `c.WorkspaceAuthenticator.<name>` with an authenticator from",
+        "`studio_spawner.auth` (see [collaboration.md](collaboration.md)).",
+        "",
+        *table(WorkspaceAuthenticator),
     ]
-    for name, trait in sorted(own_settings(StudioSpawner).items()):
-        help_text = " ".join(inspect.cleandoc(trait.help).split())
-        default = trait.default_value_repr().replace("|", "\\|")
-        lines.append(
-            f"| `{name}` | {type(trait).__name__} | `{default}` | {help_text.replace('|', '/')} |"
-        )
     return "\n".join(lines) + "\n"
 
 

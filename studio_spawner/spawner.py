@@ -33,6 +33,7 @@ from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .options import StudioOptions, form_to_raw, parse_options
 from .pod_status import describe_event, pod_failure_reason
+from .sharing import WorkspaceSharing
 from .startup import program_files
 
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
@@ -58,7 +59,7 @@ class _JSONResponse:
         self.data = json.dumps(data)
 
 
-class StudioSpawner(KubeSpawner, StudioCatalog):
+class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
@@ -86,7 +87,8 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
         allow_none=True,
         config=True,
         help="""Callable(spawner) -> list of workspace names the user may launch studios in.
-        None: studios belong to no workspace.""",
+        None: with workspace_sharing, the workspaces where the user's groups give the launch
+        role or above; without it, studios belong to no workspace.""",
     )
 
     aws_region = Unicode(
@@ -177,7 +179,9 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
     # --- the form and the options ----------------------------------------------------------
 
     def workspaces(self) -> list[str]:
-        return list(self.workspaces_hook(self)) if self.workspaces_hook else []
+        if self.workspaces_hook:
+            return list(self.workspaces_hook(self))
+        return self.launch_workspaces()  # collaboration (sharing.py): from the user's groups
 
     def render_options_form(self) -> str:
         """Render the form, pre-filled from the last failed submit or the saved options."""
@@ -202,6 +206,7 @@ class StudioSpawner(KubeSpawner, StudioCatalog):
             raw,
             self,
             workspaces=self.workspaces(),
+            workspace_required=self.workspace_sharing,
             existing_disk_gib=self._studio_disk_gib,
             **kwargs,
         )

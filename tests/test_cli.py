@@ -76,7 +76,8 @@ def test_the_example_hub_config_is_valid(tmp_path):
     file = tmp_path / "options.json"
     file.write_text(json.dumps({"name": "demo", "data": [{"name": "scratch", "writable": True}]}))
     result = subprocess.run(
-        [sys.executable, "-m", "studio_spawner.cli", "render", "--config", str(config), str(file)],
+        [sys.executable, "-m", "studio_spawner.cli", "render", "--config", str(config), str(file),
+         "--groups", "workspace:demo:launch"],
         capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin",
                                                           "HOME": str(tmp_path)},
     )
