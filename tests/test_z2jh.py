@@ -14,6 +14,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from studio_spawner.auth import WorkspaceAuthenticator
 from studio_spawner.cli import offline_spawner
 from studio_spawner.lifespan.app import LifespanService
 
@@ -43,8 +44,13 @@ def merged(path: Path) -> dict:
 
 
 def hub_config(values: dict) -> Config:
-    """Apply hub.config then every hub.extraConfig snippet, in the chart's order."""
+    """Apply hub.services, hub.loadRoles, hub.config, then every hub.extraConfig snippet, in
+    the chart's order."""
     c = Config()
+    c.JupyterHub.services = [{"name": name, **service}
+                             for name, service in (values["hub"].get("services") or {}).items()]
+    c.JupyterHub.load_roles = [{"name": name, **role}
+                               for name, role in (values["hub"].get("loadRoles") or {}).items()]
     for section, settings in (values["hub"].get("config") or {}).items():
         for key, value in settings.items():
             setattr(getattr(c, section), key, value)
@@ -65,7 +71,14 @@ async def test_injected_config_configures_a_real_spawner(path):
     values = merged(path)
     config = hub_config(values)
     assert config.JupyterHub.spawner_class == "studio"
-    spawner = offline_spawner(config, "ann", "s")
+    groups = []
+    login = config.JupyterHub.authenticator_class
+    if isinstance(login, type) and issubclass(login, WorkspaceAuthenticator):  # member's groups
+        authenticator = login(config=config)
+        groups = authenticator.add_workspaces({"name": "ann"}, ["genomics:members"], [],
+                                              False)["groups"]
+        assert "workspace:genomics:launch" in groups
+    spawner = offline_spawner(config, "ann", "s", groups=groups)
     try:
         spawner.apply_studio_options(spawner.parse({"name": "check"}))
         assert spawner.image == config.StudioSpawner.templates[0]["image"]
@@ -76,6 +89,28 @@ async def test_injected_config_configures_a_real_spawner(path):
             assert all(not v.writable for v in spawner.data_volumes())
     finally:
         await spawner.api.api_client.close()
+
+
+def test_workspace_login_and_sharing_are_wired():
+    from oauthenticator.generic import GenericOAuthenticator
+
+    from studio_spawner.sharing import SCOPES, SERVICE_NAME
+
+    config = hub_config(merged(ROOT / "helm-values" / "values.yaml"))
+    authenticator_class = config.JupyterHub.authenticator_class
+    assert issubclass(authenticator_class, WorkspaceAuthenticator)
+    assert issubclass(authenticator_class, GenericOAuthenticator)
+    authenticator = authenticator_class(config=config)
+    assert authenticator.auth_state_groups_key == "oauth_user.groups"
+    model = authenticator.add_workspaces({"name": "lead-scientist"}, ["genomics:readers"], [],
+                                         False)
+    assert "workspace:genomics:owner" in model["groups"], "configured members add to claims"
+    assert {"name": "workspace-genomics-managers"}.items() <= model["roles"][-1].items()
+    sharing = next(s for s in config.JupyterHub.services if s["name"] == SERVICE_NAME)
+    role = next(r for r in config.JupyterHub.load_roles if r.get("services") == [SERVICE_NAME])
+    assert role["scopes"] == SCOPES
+    assert sharing["api_token"] == config.StudioSpawner.sharing_api_token
+    assert config.StudioSpawner.workspace_sharing is True
 
 
 def test_lifespan_service_command_and_role(monkeypatch):
