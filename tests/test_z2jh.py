@@ -121,6 +121,10 @@ def test_lifespan_service_command_and_role(monkeypatch):
     app = LifespanService()
     app.initialize(service["command"][3:])
     assert app.bind_url == "http://0.0.0.0:10101" and app.interval == 60
+    spawner = hub_config(values).StudioSpawner
+    assert (app.default_hours, app.max_hours, app.allow_keep_running) == (
+        spawner.lifespan_default_hours, spawner.lifespan_max_hours, spawner.allow_keep_running
+    ), "the service and the form must apply the same lifespan policy"
     from studio_spawner.lifespan import SCOPES
 
     role = values["hub"]["loadRoles"]["lifespan-service"]
