@@ -14,6 +14,7 @@ Two ways to provide each repository's volume (``StudioSpawner.data_provisioning`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -172,26 +173,27 @@ def pod_volumes(planned: Sequence[DataVolume]) -> tuple[list[dict], list[dict]]:
 
 async def check_buckets(aws: AwsAccess, planned: Sequence[DataVolume]) -> None:
     """Raise DataUnavailable unless every chosen bucket exists, is reachable and is where the
-    catalogue says."""
-    problems = []
-    for data in planned:
-        repository = data.repository
-        where = f"{data.field}: data repository '{repository.name}' (bucket {repository.bucket})"
-        try:
-            head = await aws.call("s3", "head_bucket", region=repository.region,
-                                  Bucket=repository.bucket)
-        except AwsCallError as error:
-            problems.append(f"{where} {_bucket_failure(error)}")
-            continue
-        actual = head.get("BucketRegion") or head.get("ResponseMetadata", {}).get(
-            "HTTPHeaders", {}).get("x-amz-bucket-region")
-        if repository.region and actual and actual != repository.region:
-            problems.append(
-                f"{where} is in region {actual}, not {repository.region}; the administrator "
-                "must fix its region in StudioSpawner.data_repositories"
-            )
+    catalogue says (the buckets are checked concurrently)."""
+    found = await asyncio.gather(*(_bucket_problem(aws, data) for data in planned))
+    problems = [problem for problem in found if problem]
     if problems:
         raise DataUnavailable("; ".join(problems))
+
+
+async def _bucket_problem(aws: AwsAccess, data: DataVolume) -> str | None:
+    repository = data.repository
+    where = f"{data.field}: data repository '{repository.name}' (bucket {repository.bucket})"
+    try:
+        head = await aws.call("s3", "head_bucket", region=repository.region,
+                              Bucket=repository.bucket)
+    except AwsCallError as error:
+        return f"{where} {_bucket_failure(error)}"
+    actual = head.get("BucketRegion") or head.get("ResponseMetadata", {}).get(
+        "HTTPHeaders", {}).get("x-amz-bucket-region")
+    if repository.region and actual and actual != repository.region:
+        return (f"{where} is in region {actual}, not {repository.region}; the administrator "
+                "must fix its region in StudioSpawner.data_repositories")
+    return None
 
 
 def _bucket_failure(error: AwsCallError) -> str:

@@ -282,7 +282,7 @@ class WorkspaceSharing(LoggingConfigurable):
         """Check who changes the options and set the shares, then start (KubeSpawner)."""
         if not self.workspace_sharing:
             return super().start()
-        options = self.parse(self.user_options or {})
+        options = self.studio_options  # validated by StudioSpawner.start just before
         self._check_requester()
         return self._share_then_start(options.private, options.workspace)
 

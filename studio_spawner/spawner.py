@@ -223,7 +223,7 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
     def start(self) -> Any:
         """Refuse invalid options with HTTP 400 before anything is created, then start."""
         try:
-            self.parse(self.user_options or {})
+            self.studio_options = self.parse(self.user_options or {})
         except OptionsError as error:
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
         return super().start()
@@ -259,11 +259,15 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
         return f"{self.pod_name}-files"
 
     @property
+    def _pull_secret(self) -> str:
+        return f"{self.pod_name}-pull"
+
+    @property
     def pull_secret_name(self) -> str | None:
         """The ECR pull Secret's name, when the studio's image needs one."""
         assert self.studio_options is not None
         if self.ecr_pull_secrets and ecr_registry(self.studio_options.image):
-            return f"{self.pod_name}-pull"
+            return self._pull_secret
         return None
 
     @property
@@ -387,7 +391,7 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
         await self._delete_secret(self.files_secret_name)
         # The pull Secret exists before the pod (a kubelet pulls without a missing secret),
         # so it has no owner reference: delete it by its name.
-        await self._delete_secret(f"{self.pod_name}-pull")
+        await self._delete_secret(self._pull_secret)
 
     # --- start-up feedback -----------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import boto3
 import yaml
 
-from .cluster import DevCluster
+from .cluster import DevCluster, _free_port
 from .kubelet import KubeletThread
 
 DEMO_IMAGE = "devcluster.local/studio:1.0"
@@ -55,9 +54,7 @@ def demo_s3() -> Iterator[dict[str, str]]:
     if importlib.util.find_spec("moto") is None:
         yield {}
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                "-p", str(port)], stdout=subprocess.DEVNULL,
