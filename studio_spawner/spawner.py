@@ -306,8 +306,11 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
                 labels = self._build_common_labels({})
                 await self._replace_secret(pull_secret(self.pull_secret_name, registry, auth,
                                                        labels=labels))
-        except (DataUnavailable, ImageUnavailable) as error:
+        except DataUnavailable as error:  # its message starts with the field, data[i]
             raise StudioStartError(str(error)) from error
+        except ImageUnavailable as error:
+            field = "template" if self.studio_options.template else "image"
+            raise StudioStartError(f"{field}: {error}") from error
 
     def startup_settings(self) -> pod_builder.StartupSettings:
         return pod_builder.StartupSettings(

@@ -190,7 +190,7 @@ def test_missing_ecr_tag_fails_the_spawn_before_any_pod(aws_hub, devcluster, ecr
     image = f"{ecr_host()}/{ecr_repository}:9.9"
     seconds, message = spawn_failure(aws_hub, "vic", "ecr", {"name": "x", "image": image})
     assert seconds < 15, f"took {seconds:.1f} s"
-    assert f"{ecr_repository} has no image with tag 9.9" in message, message
+    assert f"image: {ecr_host()}/{ecr_repository} has no image with tag 9.9" in message, message
     assert gone(devcluster, "/api/v1/namespaces/default/pods/jupyter-vic--ecr", timeout=1)
 
 
