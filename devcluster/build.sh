@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build kube-apiserver and etcd for the devcluster (see docs/devcluster.md).
+# Build the devcluster's Kubernetes binaries (see docs/devcluster.md): kube-apiserver, etcd,
+# kube-scheduler, kube-controller-manager, kubelet and kubectl, all from the one release in go.mod.
 #
-# Binaries go to $STUDIO_DEVCLUSTER_CACHE/<sha256 of go.sum>/bin/{kube-apiserver,etcd}
-# (default cache: ~/.cache/studio-spawner/devcluster). Nothing is rebuilt when both exist.
+# Binaries go to $STUDIO_DEVCLUSTER_CACHE/<sha256 of go.sum>/bin/ (default cache:
+# ~/.cache/studio-spawner/devcluster). Nothing is rebuilt when all exist.
 # Prints the bin directory as its last line of output. Needs only Go and the Go module proxy.
 set -euo pipefail
 
@@ -14,13 +15,14 @@ else
     key="$(shasum -a 256 "$here/go.sum" | cut -c1-16)"
 fi
 bin="$cache/$key/bin"
+BINARIES="kube-apiserver etcd kube-scheduler kube-controller-manager kubelet kubectl"
 
 built() {
-    if [ -x "$bin/kube-apiserver" ] && [ -x "$bin/etcd" ]; then
-        echo "devcluster: binaries already built in $bin" >&2
-        echo "$bin"
-        exit 0
-    fi
+    local name
+    for name in $BINARIES; do [ -x "$bin/$name" ] || return 0; done
+    echo "devcluster: binaries already built in $bin" >&2
+    echo "$bin"
+    exit 0
 }
 built
 mkdir -p "$cache/$key"
@@ -77,6 +79,9 @@ build() {  # build <output name> <package> <ldflags>
 echo "devcluster: Kubernetes $k8s_version, etcd $etcd_version -> $bin (this takes a while)" >&2
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build etcd go.etcd.io/etcd/server/v3 "-s -w"
+for cmd in kube-scheduler kube-controller-manager kubelet kubectl; do
+    build "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
+done
 
 "$tmp/kube-apiserver" --version >&2
 "$tmp/etcd" --version >&2
