@@ -15,7 +15,7 @@ else
     key="$(shasum -a 256 "$here/go.sum" | cut -c1-16)"
 fi
 bin="$cache/$key/bin"
-BINARIES="kube-apiserver etcd kube-scheduler kube-controller-manager kubelet kubectl"
+BINARIES="kube-apiserver etcd kube-scheduler kube-controller-manager kubelet kubectl pause"
 
 built() {
     local name
@@ -82,6 +82,7 @@ build etcd go.etcd.io/etcd/server/v3 "-s -w"
 for cmd in kube-scheduler kube-controller-manager kubelet kubectl; do
     build "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
 done
+build pause ./cmd/pause "-s -w"   # the pod sandbox image's only file
 
 "$tmp/kube-apiserver" --version >&2
 "$tmp/etcd" --version >&2

@@ -51,7 +51,9 @@ configure_workspace_sharing(c)  # the sharing service, its role and token; studi
 c.KubeSpawner.namespace = os.environ.get("STUDIO_NAMESPACE", "default")
 c.KubeSpawner.start_timeout = 300
 c.KubeSpawner.http_timeout = 120
-c.KubeSpawner.environment = {"HOME": "/home/jovyan"}
+# Zero to JupyterHub's pod security defaults: studios run as uid 1000 with fsGroup 100.
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.fs_gid = 100
 c.KubeSpawner.storage_pvc_ensure = True  # a home volume per studio user (size: disk_gib)
 c.KubeSpawner.pvc_name_template = "claim-{user_server}"
 c.KubeSpawner.volumes = [
@@ -111,23 +113,24 @@ c.StudioSpawner.aws_region = os.environ.get("AWS_REGION", "")
 c.StudioSpawner.disk_default_gib = 10
 c.StudioSpawner.disk_max_gib = 100
 
-# ./dev run on the devcluster: a demo image whose "image" is a directory on this machine, pods
-# that run as root (the devcluster kubelet runs processes), and no conda envs in the image.
+# ./dev run on the devcluster (devcluster/demo.py sets these variables): the devcluster's
+# notebook image from its local registry, with its conda channel served on the pod bridge, and
+# the demo buckets' data as admin-made claims (local volumes stand in for Mountpoint for S3).
 if os.environ.get("STUDIO_DEMO_IMAGE"):
     c.StudioSpawner.templates = [
-        {"id": "demo", "display_name": "Demo studio", "image": os.environ["STUDIO_DEMO_IMAGE"],
-         "description": "JupyterLab-free demo server on the devcluster", "default_url": "/api"},
+        {"id": "notebook", "display_name": "JupyterLab (devcluster)",
+         "image": os.environ["STUDIO_DEMO_IMAGE"], "default_url": "/lab",
+         "description": "JupyterLab with two image conda envs (python-data, tools)"},
     ]
     c.StudioSpawner.resource_presets = []
+    c.StudioSpawner.allowed_registries = ["registry.studio.test/*", "private.studio.test/*"]
+    c.StudioSpawner.conda_channels = [os.environ["STUDIO_DEMO_CHANNEL"]]
     c.StudioSpawner.data_repositories = []
     if os.environ.get("STUDIO_DEMO_S3_ENDPOINT"):  # demo buckets on a local S3 server (moto)
         c.StudioSpawner.aws_endpoint_url = os.environ["STUDIO_DEMO_S3_ENDPOINT"]
-        c.StudioSpawner.data_provisioning = "mountpoint"
         c.StudioSpawner.data_repositories = [
             {"name": "reference", "bucket": "demo-reference", "region": "eu-west-1",
              "description": "Demo reference data"},
             {"name": "scratch", "bucket": "demo-scratch", "region": "eu-west-1",
              "writable": True, "description": "Demo scratch space"},
         ]
-    c.StudioSpawner.allowed_registries = ["devcluster.local/*", "quay.io/*"]
-    c.Spawner.args = ["--ServerApp.allow_root=True"]

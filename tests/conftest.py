@@ -9,7 +9,6 @@ from studio_spawner.catalog import StudioCatalog
 pytest_plugins = [
     "tests.aws_fixtures",
     "tests.devcluster_fixtures",
-    "tests.kubelet_fixtures",
     "tests.studio_fixtures",
 ]
 

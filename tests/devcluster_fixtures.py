@@ -1,11 +1,12 @@
-"""Fixtures for tests against the devcluster (a real kube-apiserver + etcd).
+"""Fixtures for tests against the devcluster (a real control plane and node; docs/devcluster.md).
 
 Register them in ``conftest.py``::
 
     from tests.devcluster_fixtures import devcluster, kube_api  # noqa: F401
 
-``devcluster`` (session): a started :class:`DevCluster`, built first if needed. When it cannot
-start, dependent tests are skipped, or fail when the ``CI`` environment variable is set.
+``devcluster`` (session): a started :class:`DevCluster` (kube-apiserver, etcd, scheduler,
+controller-manager, registries, images, kubelet + containerd + runc), built first if needed. When
+it cannot start, dependent tests are skipped, or fail when the ``CI`` environment variable is set.
 ``kube_api`` (function, async): a ``kubernetes_asyncio`` ``ApiClient`` logged in as admin.
 ``kube_api_client(kubeconfig)``: the same for any kubeconfig (e.g. ``issue_kubeconfig``).
 """
@@ -21,7 +22,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
-from studio_spawner.devcluster import DevCluster
+from devcluster import DevCluster
 
 
 async def kube_api_client(kubeconfig: str | os.PathLike[str]) -> client.ApiClient:

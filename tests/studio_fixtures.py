@@ -1,47 +1,37 @@
-"""A JupyterHub with StudioSpawner on the devcluster, and a demo studio image.
+"""A JupyterHub with StudioSpawner on the devcluster's real node, and its images.
 
-The demo image is a directory the devcluster kubelet overlays into the container: it has a
-conda-style env folder and uses this Python (which has jupyterhub-singleuser) as its Python.
+Studios run as Zero to JupyterHub runs them: uid 1000, fsGroup 100, the image's ENTRYPOINT, a
+home volume per server from the devcluster's provisioner. The hub listens on the host's address
+on the pod bridge so that pods reach its API.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
-from studio_spawner.devcluster.demo import DEMO_IMAGE, write_demo_images
+from devcluster.cluster import IMAGE_TAG
+from devcluster.registry import PUBLIC_HOST
 
 from .hub_fixtures import Hub, start_hub
 
-STUDIO_IMAGE = DEMO_IMAGE
-BROKEN_IMAGE = "devcluster.local/does-not-exist:1.0"
+STUDIO_IMAGE = f"{PUBLIC_HOST}/notebook:{IMAGE_TAG}"
+TOOL_IMAGE = f"{PUBLIC_HOST}/tool:{IMAGE_TAG}"
+NOPYTHON_IMAGE = f"{PUBLIC_HOST}/nopython:{IMAGE_TAG}"
+BROKEN_IMAGE = f"{PUBLIC_HOST}/does-not-exist:{IMAGE_TAG}"
 
 
-@pytest.fixture(scope="session")
-def studio_images(kubelet_images: Path) -> Path:
-    """Adds the demo studio image to the kubelet's images file (read at every pull)."""
-    demo = yaml.safe_load(write_demo_images(kubelet_images.parent / "demo-studio").read_text())
-    for entry in demo["images"].values():
-        entry["path"] = str(kubelet_images.parent / "demo-studio" / entry["path"])
-    images = yaml.safe_load(kubelet_images.read_text())
-    images["images"].update(demo["images"])
-    kubelet_images.write_text(yaml.safe_dump(images))
-    return kubelet_images
-
-
-def studio_hub_config() -> str:
-    """Hub settings for spawning studios of the demo image on the devcluster."""
+def studio_hub_config(devcluster) -> str:
+    """Hub settings for spawning studios of the notebook image on the devcluster."""
     return f"""
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.Spawner.args = ["--ServerApp.allow_root=True"]  # the devcluster runs pods as root
+c.JupyterHub.hub_ip = "{devcluster.host_ip}"
 c.KubeSpawner.namespace = "default"
-c.KubeSpawner.start_timeout = 90
-c.KubeSpawner.http_timeout = 60
-c.KubeSpawner.environment = {{"HOME": "/home/jovyan"}}
+c.KubeSpawner.start_timeout = 120
+c.KubeSpawner.http_timeout = 90
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.fs_gid = 100
 c.KubeSpawner.storage_pvc_ensure = True
 c.KubeSpawner.pvc_name_template = "claim-{{user_server}}"
 c.KubeSpawner.volumes = [{{"name": "home",
@@ -50,19 +40,20 @@ c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
 c.StudioSpawner.templates = [
     {{"id": "demo", "display_name": "Demo", "image": "{STUDIO_IMAGE}", "default_url": "/api"}},
 ]
-c.StudioSpawner.allowed_registries = ["devcluster.local/*"]
+c.StudioSpawner.allowed_registries = ["{PUBLIC_HOST}/*"]
 c.StudioSpawner.allow_keep_running = True
 """
 
 
 @pytest.fixture(scope="session")
-def studio_hub(devcluster, kubelet, studio_images, tmp_path_factory) -> Iterator[Hub]:
+def studio_hub(devcluster, tmp_path_factory) -> Iterator[Hub]:
     """A real hub (and proxy) spawning studios on the devcluster."""
     env = {"KUBECONFIG": str(devcluster.kubeconfig)}
-    yield from start_hub(tmp_path_factory.mktemp("studio-hub"), studio_hub_config(), env=env)
+    yield from start_hub(tmp_path_factory.mktemp("studio-hub"), studio_hub_config(devcluster),
+                         env=env)
 
 
-def wait_for_server(hub: Hub, user: str, server: str, timeout: float = 90) -> dict:
+def wait_for_server(hub: Hub, user: str, server: str, timeout: float = 120) -> dict:
     """Wait until a server is ready (or its spawn failed); return the server model or {}."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,9 +1,11 @@
 """S3 data repositories and ECR images on the devcluster, with moto as S3 and ECR.
 
-The Mountpoint CSI driver cannot run here (no FUSE, no AWS): the devcluster kubelet stands in
-for it with one directory per CSI volume handle, mounted read-only when the pod asks. So these
-tests check what the spawner controls (the PV, claim and mount modes, the checks, the pull
-Secret) and that the kernel refuses writes on read-only mounts, not Mountpoint itself.
+The Mountpoint CSI driver cannot run here (no FUSE, no AWS): the devcluster's node runs a
+stand-in CSI node plugin under the same driver name that bind-mounts one directory per bucket,
+read-only when the volume is. So these tests check what the spawner controls (the PV, claim and
+mount modes, the checks, the pull Secret) and that the kernel refuses writes on read-only
+mounts, not Mountpoint itself. ECR images are served by the devcluster's private registry under
+the ECR host names; it accepts exactly the credentials moto's GetAuthorizationToken returns.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import requests
 import yaml
 from kubernetes_asyncio import client
 
+from devcluster.registry import PUBLIC_HOST
 from studio_spawner.catalog import DataRepository
 from studio_spawner.data import DataUnavailable, MountpointSettings, ensure_volumes, plan_volumes
 from studio_spawner.options import DataMount, StudioOptions
@@ -26,7 +29,7 @@ from studio_spawner.options import DataMount, StudioOptions
 from .aws_fixtures import CREDENTIALS, Moto, ecr_host
 from .devcluster_fixtures import kube_api_client
 from .hub_fixtures import Hub, start_hub
-from .studio_fixtures import STUDIO_IMAGE, studio_hub_config, wait_for_server
+from .studio_fixtures import studio_hub_config, wait_for_server
 from .test_e2e_devcluster import gone, spawn_failure
 
 RBAC_MANIFEST = Path(__file__).parents[1] / "helm-values" / "rbac-s3-mountpoint.yaml"
@@ -89,25 +92,19 @@ async def test_hub_role_needs_the_shipped_cluster_role_to_provision(devcluster, 
 
 
 @pytest.fixture(scope="session")
-def ecr_repository(moto_server: Moto, studio_images: Path) -> str:
-    """An ECR repository with tag 1.0 in moto, which the kubelet pulls only with a secret."""
+def ecr_repository(moto_server: Moto, devcluster) -> str:
+    """An ECR repository with tag 1.0 in moto, in the private registry (pulled with a secret)."""
     repository, _ = moto_server.ecr_image(tag="1.0")
-    images = yaml.safe_load(studio_images.read_text())
-    demo = next(v for k, v in images["images"].items() if STUDIO_IMAGE.startswith(k))
-    images["images"][f"{ecr_host()}/{repository}"] = {**demo,
-                                                      "pullAuth": {"username": "AWS"}}
-    studio_images.write_text(yaml.safe_dump(images))
+    devcluster.push_image("notebook", f"{ecr_host()}/{repository}:1.0")
     return repository
 
 
 @pytest.fixture(scope="session")
-def aws_hub(devcluster, kubelet, studio_images, moto_server, ecr_repository,
-            tmp_path_factory) -> Iterator[Hub]:
+def aws_hub(devcluster, moto_server, ecr_repository, tmp_path_factory) -> Iterator[Hub]:
     """A hub spawning studios with S3 data repositories and ECR images checked in moto."""
     reference, scratch = moto_server.bucket(), moto_server.bucket()
-    config = studio_hub_config() + f"""
-c.Spawner.notebook_dir = "/home/jovyan"
-c.StudioSpawner.allowed_registries = ["devcluster.local/*", "*.dkr.ecr.*.amazonaws.com/*"]
+    config = studio_hub_config(devcluster) + f"""
+c.StudioSpawner.allowed_registries = ["{PUBLIC_HOST}/*", "*.dkr.ecr.*.amazonaws.com/*"]
 c.StudioSpawner.ecr_allowed_regions = ["eu-west-1"]
 c.StudioSpawner.aws_endpoint_url = "{moto_server.url}"
 c.StudioSpawner.data_provisioning = "mountpoint"
@@ -202,8 +199,7 @@ def test_ecr_region_outside_the_policy_is_refused_with_400(aws_hub, ecr_reposito
     assert "image: Amazon ECR region us-east-1 is not allowed here" in response.json()["message"]
 
 
-def test_kubelet_refuses_the_private_image_without_a_pull_secret(devcluster, kubelet,
-                                                                 ecr_repository):
+def test_the_node_refuses_the_private_image_without_a_pull_secret(devcluster, ecr_repository):
     """Guards the other tests: without our Secret the pull really fails."""
     name = f"nosecret-{uuid.uuid4().hex[:6]}"
     devcluster.request("POST", "/api/v1/namespaces/default/pods", {
@@ -213,11 +209,11 @@ def test_kubelet_refuses_the_private_image_without_a_pull_secret(devcluster, kub
     })
     deadline = time.monotonic() + 30
     waiting = {}
-    while time.monotonic() < deadline and "401 Unauthorized" not in waiting.get("message", ""):
+    while time.monotonic() < deadline and "401" not in waiting.get("message", ""):
         status = devcluster.request("GET", f"/api/v1/namespaces/default/pods/{name}")["status"]
         waiting = ((status.get("containerStatuses") or [{}])[0].get("state") or {}).get(
             "waiting") or {}
         time.sleep(0.3)
     devcluster.request("DELETE", f"/api/v1/namespaces/default/pods/{name}")
     assert waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff"), waiting
-    assert "401 Unauthorized" in waiting["message"]
+    assert "401 Unauthorized" in waiting["message"], waiting

@@ -1,38 +1,32 @@
-"""Tests against the devcluster: a real kube-apiserver backed by a real etcd."""
+"""The devcluster itself: a real control plane and a real node (kubelet, containerd, runc).
+
+These tests guard what every end-to-end test relies on: pods are scheduled, run the image's
+ENTRYPOINT as the pod's user, get fsGroup-owned volumes from the provisioner and Secrets with
+their modes, pull from the registries (with credentials where needed), are reachable from the
+host on the bridge, and everything is removed on stop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from studio_spawner.devcluster import DevCluster
+from devcluster import DevCluster
+from devcluster.registry import PRIVATE_HOST
 from tests.devcluster_fixtures import api_client_with_token, kube_api_client
 
-
-def _pod(name: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "t"}},
-        # A scheduler nobody runs: the pod stays unbound even while the kubelet fixture runs.
-        "spec": {"schedulerName": "no-scheduler",
-                 "containers": [{"name": "main", "image": "busybox:1.36",
-                                 "command": ["sleep", "3600"]}]},
-    }
-
-
-def _pvc(name: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"],
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    }
+from .studio_fixtures import NOPYTHON_IMAGE, STUDIO_IMAGE
 
 
 async def _status(call: Awaitable[object]) -> int:
@@ -44,184 +38,240 @@ async def _status(call: Awaitable[object]) -> int:
     return 200
 
 
-async def _forbidden_message(call: Awaitable[object]) -> str:
-    """The message of the 403 answer to ``call`` (fails when the call is not forbidden)."""
-    with pytest.raises(ApiException) as info:
-        await call
-    assert info.value.status == 403, info.value.body
-    return json.loads(info.value.body)["message"]
-
-
-async def _eventually_ok(call: Callable[[], Awaitable[object]], timeout: float = 10.0) -> None:
-    """RBAC changes reach the authorizer's cache after a short delay: retry 403s."""
+async def _eventually(check: Callable[[], Awaitable[object]], timeout: float = 60.0) -> object:
+    """Retry ``check`` until it returns something true (or stops raising 403s)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            await call()
-            return
+            if result := await check():
+                return result
         except ApiException as exc:
-            if exc.status != 403 or asyncio.get_running_loop().time() > deadline:
+            if exc.status != 403:
                 raise
-        await asyncio.sleep(0.2)
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout} s")
+        await asyncio.sleep(0.3)
 
 
 @pytest_asyncio.fixture
-async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:  # noqa: F811
-    """A fresh namespace (deletion only marks it Terminating: no namespace controller)."""
+async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(kube_api)
     await core.create_namespace({"metadata": {"name": name}})
+    await _eventually(lambda: _has_default_sa(core, name))
     yield name
     await core.delete_namespace(name)
 
 
-def test_server_is_ready_and_versioned(devcluster: DevCluster) -> None:  # noqa: F811
+async def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:
+    return await _status(core.read_namespaced_service_account("default", namespace)) == 200
+
+
+def test_node_is_ready_with_the_control_plane_version(devcluster: DevCluster) -> None:
     assert devcluster.request("GET", "/readyz") == "ok"
-    version = devcluster.request("GET", "/version")
-    assert version["gitVersion"].startswith("v1.") and int(version["minor"]) >= 32
-    namespaces = devcluster.request("GET", "/api/v1/namespaces")["items"]
-    names = {n["metadata"]["name"] for n in namespaces}
-    assert {"default", "kube-system"} <= names
-    assert devcluster.kubeconfig.is_file() and devcluster.server.startswith("https://127.0.0.1:")
+    version = devcluster.request("GET", "/version")["gitVersion"]
+    node = devcluster.request("GET", "/api/v1/nodes/devnode")
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == version
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions["Ready"] == "True"
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == devcluster.host_ip
 
 
-async def test_namespace_lifecycle(kube_api: client.ApiClient) -> None:  # noqa: F811
+async def test_a_pod_runs_as_the_z2jh_user_with_its_volumes(
+        devcluster: DevCluster, kube_api: client.ApiClient, namespace: str) -> None:
+    """Scheduled (no nodeName), uid 1000, fsGroup 100 on a provisioned claim, Secret modes,
+    the image's ENTRYPOINT (tini, start hooks), logs and exec through the API server."""
     core = client.CoreV1Api(kube_api)
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    created = await core.create_namespace({"metadata": {"name": name, "labels": {"x": "y"}}})
-    assert created.status.phase == "Active"
-    assert (await core.read_namespace(name)).metadata.labels["x"] == "y"
-    await core.delete_namespace(name)
-    assert (await core.read_namespace(name)).status.phase == "Terminating"
+    await core.create_namespaced_secret(namespace, {"metadata": {"name": "files"},
+                                                    "stringData": {"token": "s3cr3t"}})
+    await core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": "home"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    script = ("id -u; id -G; ls -ldn /home/jovyan | cut -d' ' -f3,4; touch /home/jovyan/x && "
+              "echo writable; stat -c %a /etc/files/..data/token; cat /etc/files/token; echo; "
+              "echo hook=$STUDIO_IMAGE_HOOK_RAN; ps -o comm= -p 1; sleep 300")
+    await core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "p"},
+        "spec": {"securityContext": {"runAsUser": 1000, "fsGroup": 100},
+                 "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": STUDIO_IMAGE,
+                                 "args": ["bash", "-c", script],
+                                 "volumeMounts": [
+                                     {"name": "home", "mountPath": "/home/jovyan"},
+                                     {"name": "files", "mountPath": "/etc/files"}]}],
+                 "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home"}},
+                             {"name": "files", "secret": {"secretName": "files",
+                                                          "defaultMode": 0o440}}]}})
 
+    async def running() -> object:
+        pod = await core.read_namespaced_pod("p", namespace)
+        return pod if pod.status.phase == "Running" else None
 
-async def test_pod_roundtrip(kube_api: client.ApiClient, namespace: str) -> None:  # noqa: F811
-    core = client.CoreV1Api(kube_api)
-    dry = await core.create_namespaced_pod(namespace, _pod("dry"), dry_run="All")
-    assert dry.metadata.name == "dry" and dry.spec.containers[0].image == "busybox:1.36"
-    assert await _status(core.read_namespaced_pod("dry", namespace)) == 404
+    pod = await _eventually(running, 120)
+    assert pod.spec.node_name == "devnode"
+    claim = await core.read_namespaced_persistent_volume_claim("home", namespace)
+    assert claim.status.phase == "Bound"
 
-    await core.create_namespaced_pod(namespace, _pod("p1"))
-    pod = await core.read_namespaced_pod("p1", namespace)
-    assert pod.status.phase == "Pending" and pod.spec.node_name is None
-    assert pod.spec.service_account_name is None  # ServiceAccount admission is disabled
-    listed = await core.list_namespaced_pod(namespace, label_selector="app=t")
-    assert [p.metadata.name for p in listed.items] == ["p1"]
-    assert await _status(core.create_namespaced_pod(namespace, _pod("p1"))) == 409
+    async def logs() -> str:
+        text = await core.read_namespaced_pod_log("p", namespace)
+        return text if "tini" in text else ""
 
-    await core.delete_namespaced_pod("p1", namespace)  # unbound: deleted at once
-    assert await _status(core.read_namespaced_pod("p1", namespace)) == 404
+    lines = str(await _eventually(logs, 30)).split()
+    assert lines[:2] == ["1000", "100"], lines
+    assert lines[2:4] == ["0", "100"], "the home volume belongs to the fsGroup"
+    assert "writable" in lines and "440" in lines and "s3cr3t" in lines
+    assert "hook=1" in lines, "start.sh ran the image's start hooks"
+    assert lines[-1] == "tini", "the image's ENTRYPOINT is PID 1"
 
+    kubectl = devcluster.bin_dir / "kubectl"
+    out = subprocess.run([str(kubectl), "--kubeconfig", str(devcluster.kubeconfig), "exec",
+                          "-n", namespace, "p", "--", "id", "-un"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "jovyan", out.stderr
 
-async def test_secret_roundtrip(kube_api: client.ApiClient, namespace: str) -> None:  # noqa: F811
-    core = client.CoreV1Api(kube_api)
-    body = {"metadata": {"name": "s1"}, "stringData": {"options.json": '{"a": 1}'}}
-    await core.create_namespaced_secret(namespace, body)
-    secret = await core.read_namespaced_secret("s1", namespace)
-    assert secret.data == {"options.json": "eyJhIjogMX0="}  # base64 of '{"a": 1}'
-    assert secret.type == "Opaque"
-    await core.delete_namespaced_secret("s1", namespace)
-    assert await _status(core.read_namespaced_secret("s1", namespace)) == 404
-
-
-async def test_pvc_dry_run_and_protection_finalizer(
-    kube_api: client.ApiClient, namespace: str  # noqa: F811
-) -> None:
-    core = client.CoreV1Api(kube_api)
-    dry = await core.create_namespaced_persistent_volume_claim(namespace, _pvc("home"),
-                                                               dry_run="All")
-    assert dry.spec.resources.requests["storage"] == "1Gi"
-    assert await _status(core.read_namespaced_persistent_volume_claim("home", namespace)) == 404
-
-    await core.create_namespaced_persistent_volume_claim(namespace, _pvc("home"))
-    pvc = await core.read_namespaced_persistent_volume_claim("home", namespace)
-    assert pvc.status.phase == "Pending"
-    assert "kubernetes.io/pvc-protection" in pvc.metadata.finalizers
-
-    # No controller-manager: deletion waits on the finalizer until someone removes it (the
-    # devcluster kubelet does, when it runs in the same session; otherwise this test does).
+    await core.delete_namespaced_pod("p", namespace)
     await core.delete_namespaced_persistent_volume_claim("home", namespace)
-    try:
-        pvc = await core.read_namespaced_persistent_volume_claim("home", namespace)
-    except ApiException as exc:
-        assert exc.status == 404
-    else:
-        assert pvc.metadata.deletion_timestamp is not None
-        patched = await _status(core.patch_namespaced_persistent_volume_claim(
-            "home", namespace, {"metadata": {"finalizers": None}}))
-        assert patched in (200, 404)  # 404: the kubelet removed the finalizer first
-    assert await _status(core.read_namespaced_persistent_volume_claim("home", namespace)) == 404
+
+    async def released() -> bool:
+        return await _status(core.read_namespaced_persistent_volume_claim("home",
+                                                                          namespace)) == 404
+
+    await _eventually(released, 60)  # pvc-protection held it until the pod was gone
 
 
-async def test_rbac_service_account_token(
-    devcluster: DevCluster, kube_api: client.ApiClient, namespace: str  # noqa: F811
-) -> None:
+async def test_owned_objects_are_garbage_collected(kube_api: client.ApiClient,
+                                                   namespace: str) -> None:
+    core = client.CoreV1Api(kube_api)
+    owner = await core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
+    await core.create_namespaced_secret(namespace, {"metadata": {
+        "name": "owned", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                              "name": "owner", "uid": owner.metadata.uid}]}})
+    await core.delete_namespaced_config_map("owner", namespace)
+
+    async def collected() -> bool:
+        return await _status(core.read_namespaced_secret("owned", namespace)) == 404
+
+    await _eventually(collected, 60)
+
+
+async def _waiting(core: client.CoreV1Api, namespace: str, name: str) -> dict:
+    async def reason() -> dict:
+        pod = await core.read_namespaced_pod(name, namespace)
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting
+            if waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff"):
+                return {"reason": waiting.reason, "message": waiting.message}
+        return {}
+
+    return await _eventually(reason, 60)
+
+
+async def test_unknown_images_and_missing_credentials_fail_like_on_any_cluster(
+        devcluster: DevCluster, kube_api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(kube_api)
+    private = f"{PRIVATE_HOST}/team/notebook:1"
+    devcluster.push_image("nopython", private)
+    for name, image in (("unknown", STUDIO_IMAGE.replace("notebook", "no-such-image")),
+                        ("nocreds", private)):
+        await core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": {
+            "containers": [{"name": "c", "image": image}]}})
+    unknown = await _waiting(core, namespace, "unknown")
+    assert "not found" in unknown["message"], unknown
+    nocreds = await _waiting(core, namespace, "nocreds")
+    assert "401 Unauthorized" in nocreds["message"], nocreds
+
+    await core.create_namespaced_secret(namespace, {
+        "metadata": {"name": "pull"}, "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": json.dumps({"auths": {PRIVATE_HOST: {
+            "username": "studio", "password": "wrong"}}})}})
+    await core.create_namespaced_pod(namespace, {"metadata": {"name": "wrong"}, "spec": {
+        "imagePullSecrets": [{"name": "pull"}], "containers": [{"name": "c", "image": private}]}})
+    wrong = await _waiting(core, namespace, "wrong")
+    assert "401 Unauthorized" in wrong["message"], wrong
+
+    await core.replace_namespaced_secret("pull", namespace, {
+        "metadata": {"name": "pull"}, "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": json.dumps({"auths": {PRIVATE_HOST: {
+            "username": "studio", "password": "studio-pull-secret"}}})}})
+    await core.create_namespaced_pod(namespace, {"metadata": {"name": "right"}, "spec": {
+        "imagePullSecrets": [{"name": "pull"}], "securityContext": {"runAsUser": 1000},
+        "containers": [{"name": "c", "image": private, "args": ["sleep", "60"]}]}})
+
+    async def running() -> bool:
+        pod = await core.read_namespaced_pod("right", namespace)
+        return pod.status.phase == "Running"
+
+    await _eventually(running, 60)
+
+
+async def test_nodes_own_rights_only(devcluster: DevCluster, kube_api: client.ApiClient,
+                                     namespace: str) -> None:
+    """Node authorization + NodeRestriction: the kubelet's identity cannot read any Secret."""
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespaced_secret(namespace, {"metadata": {"name": "unrelated"}})
+    node_kubeconfig = devcluster.state_dir / "node" / "kubeconfig"
+    async with await kube_api_client(node_kubeconfig) as node_api:
+        as_node = client.CoreV1Api(node_api)
+        assert await _status(as_node.read_namespaced_secret("unrelated", namespace)) == 403
+        assert await _status(as_node.read_node("devnode")) == 200
+
+
+async def test_service_account_tokens_and_rbac(
+        devcluster: DevCluster, kube_api: client.ApiClient, namespace: str) -> None:
     core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
     await core.create_namespaced_service_account(namespace, {"metadata": {"name": "bot"}})
     token = (await core.create_namespaced_service_account_token(
         "bot", namespace, {"spec": {"audiences": [], "expirationSeconds": 600}})).status.token
-    assert token.count(".") == 2  # a JWT signed with the service-account key
-
     async with api_client_with_token(devcluster, token) as bot_api:
         bot = client.CoreV1Api(bot_api)
-        message = await _forbidden_message(bot.list_namespaced_pod(namespace))
-        assert f'User "system:serviceaccount:{namespace}:bot" cannot list' in message
-
-        await rbac.create_namespaced_role(namespace, {
-            "metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
-        })
+        assert await _status(bot.list_namespaced_pod(namespace)) == 403
         await rbac.create_namespaced_role_binding(namespace, {
-            "metadata": {"name": "bot-reads-pods"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": "pod-reader"},
-            "subjects": [{"kind": "ServiceAccount", "name": "bot", "namespace": namespace}],
-        })
-        await _eventually_ok(lambda: bot.list_namespaced_pod(namespace))
-        # Only what the Role grants: no create, no other namespace.
-        assert await _status(bot.create_namespaced_pod(namespace, _pod("x"))) == 403
-        assert await _status(bot.list_namespaced_pod("default")) == 403
-
-
-async def test_rbac_client_certificate_user(
-    devcluster: DevCluster, kube_api: client.ApiClient, namespace: str  # noqa: F811
-) -> None:
-    kubeconfig = devcluster.issue_kubeconfig("alice", groups=["studio-devs"])
-    async with await kube_api_client(kubeconfig) as alice_api:
-        alice = client.CoreV1Api(alice_api)
-        message = await _forbidden_message(alice.list_namespaced_secret(namespace))
-        assert 'User "alice" cannot list resource "secrets"' in message
-
-        await client.RbacAuthorizationV1Api(kube_api).create_namespaced_role_binding(namespace, {
-            "metadata": {"name": "devs-edit"},  # "edit" is aggregated by DevCluster.start()
+            "metadata": {"name": "bot-view"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "edit"},
-            "subjects": [{"kind": "Group", "name": "studio-devs",
-                          "apiGroup": "rbac.authorization.k8s.io"}],
-        })
-        await _eventually_ok(lambda: alice.list_namespaced_secret(namespace))
-        await alice.create_namespaced_secret(namespace, {"metadata": {"name": "mine"}})
-        assert await _status(alice.list_namespace()) == 403  # cluster scope not granted
+                        "name": "view"},  # aggregated by the controller-manager
+            "subjects": [{"kind": "ServiceAccount", "name": "bot", "namespace": namespace}]})
+        await _eventually(lambda: bot.list_namespaced_pod(namespace), 30)
+        assert await _status(bot.list_namespaced_secret(namespace)) == 403
 
 
-def test_stop_kills_processes_and_removes_temp_state(devcluster: DevCluster) -> None:  # noqa: F811
+def test_a_second_devcluster_runs_beside_and_leaves_nothing(devcluster: DevCluster) -> None:
     cluster = DevCluster().start()
-    state, pids = cluster.state_dir, list(cluster.pids.values())
-    assert cluster.running() and cluster.port != devcluster.port
-    cluster.stop()
-    assert not state.exists() and not cluster.running()
+    try:
+        assert cluster.host_ip != devcluster.host_ip
+        assert cluster.server != devcluster.server
+        assert cluster.node and cluster.node.ready() and devcluster.node.ready()
+        state, bridge = cluster.state_dir, cluster.network.bridge
+        pids = [cluster._processes.pid(name) for name in
+                ("kubelet", "containerd", "namespace", "kube-apiserver", "etcd")]
+        cgroup = Path("/sys/fs/cgroup/memory") / cluster.node.cgroup_root.lstrip("/")
+        assert cgroup.is_dir()
+    finally:
+        cluster.stop()
+    assert not state.exists()
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    assert not cgroup.exists()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    assert devcluster.node.ready(), "the first devcluster is untouched"
 
 
-def test_state_dir_is_kept_and_reused(devcluster: DevCluster, tmp_path) -> None:  # noqa: F811
+def test_control_plane_state_dir_is_kept_and_reused(tmp_path: Path) -> None:
     body = {"metadata": {"name": "kept"}, "data": {"k": "v"}}
-    with DevCluster(tmp_path / "dc") as cluster:
+    with DevCluster(tmp_path / "dc", node=False) as cluster:
         cluster.request("POST", "/api/v1/namespaces/default/configmaps", body)
-        port = cluster.port
-    assert (tmp_path / "dc" / "logs" / "kube-apiserver.log").stat().st_size > 0
-    with DevCluster(tmp_path / "dc") as cluster:
-        assert cluster.port == port  # same ports, same certs: old kubeconfigs keep working
-        cm = cluster.request("GET", "/api/v1/namespaces/default/configmaps/kept")
-        assert cm["data"] == {"k": "v"}
+        server = cluster.server
+    with DevCluster(tmp_path / "dc", node=False) as cluster:
+        assert cluster.server == server  # same ports, same certs: old kubeconfigs keep working
+        assert cluster.request("GET", "/api/v1/namespaces/default/configmaps/kept")["data"] == {
+            "k": "v"}
+
+
+def test_images_are_cached_by_content(devcluster: DevCluster) -> None:
+    started = time.monotonic()
+    images = devcluster.builder.images()
+    assert time.monotonic() - started < 10, "nothing changed: no rebuild"
+    assert set(images) >= {"pause", "notebook", "tool", "nopython"}
+    assert NOPYTHON_IMAGE.endswith("nopython:1")
