@@ -21,7 +21,7 @@ from .processes import Processes
 
 def _down(state_dir: Path) -> int:
     processes = Processes(state_dir)
-    network = Network(state_dir) if (state_dir / "network.json").exists() else None
+    network = Network(state_dir, reserve=False) if (state_dir / "network.json").exists() else None
     if network is not None:
         Node(state_dir, find_binaries(build=False), processes, None, network, {}, Path()).stop()
     for name in sorted(p.stem for p in processes.run_dir.glob("*.pid")):
@@ -41,17 +41,31 @@ def main(argv: list[str] | None = None) -> int:
         if not args.state_dir:
             parser.error("down needs --state-dir")
         return _down(args.state_dir)
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut teardown
+            signal.signal(sig, signal.SIG_IGN)
+        if len(stopping) == 1 and not started:
+            raise KeyboardInterrupt
+
+    started: list[bool] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
+        signal.signal(sig, stop)
     try:
         with DevCluster(args.state_dir, node=not args.no_node) as cluster:
+            started.append(True)
             print(f"devcluster ready: {json.dumps(cluster.timings)}")
             print(f"state and logs: {cluster.state_dir}")
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
-            while cluster.running():
-                time.sleep(1)
-            print("devcluster: a process exited; see the logs", file=sys.stderr)
-            return 1
+            while cluster.running() and not stopping:
+                time.sleep(0.5)
+            if not stopping:
+                print("devcluster: a process exited; see the logs", file=sys.stderr)
+                return 1
+        print("devcluster stopped")
+        return 0
     except KeyboardInterrupt:
         print("devcluster stopped")
         return 0

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .controlplane import ControlPlane, DevClusterError, _cache_root, find_binaries, free_port
+from .controlplane import ControlPlane, DevClusterError, _cache_root, find_binaries
 from .images.oci import Image
 from .images.recipes import Builder
 from .node import NODE_NAME, PAUSE_IMAGE, Network, Node
@@ -147,6 +147,8 @@ class DevCluster:
             self.node.stop()
         if self.registries:
             self.registries.stop()
+        if self.network:
+            self.network.release()
         if self._channel_server:
             self._channel_server.shutdown()
             self._channel_server.server_close()
@@ -184,6 +186,7 @@ class DevCluster:
     def _start_node(self, bin_dir: Path) -> None:
         started = time.monotonic()
         self.network = Network(self.state_dir)
+        self.network.up()
         self.registries = Registries(
             self.state_dir, self._processes, self._control.ca,
             f"{self.network.loopback(2)}:443", f"{self.network.loopback(3)}:443",
@@ -209,14 +212,9 @@ class DevCluster:
 
     def _serve_channel(self, directory: Path) -> None:
         handler = functools.partial(_QuietHandler, directory=str(directory))
-        server = http.server.ThreadingHTTPServer((self.host_ip_or_loopback, free_port()),
-                                                 handler)
+        server = http.server.ThreadingHTTPServer((self.host_ip, 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._channel_server = server
-
-    @property
-    def host_ip_or_loopback(self) -> str:
-        return self.network.host_ip if self.network else "127.0.0.1"
 
     def _wait_for_default_service_account(self, timeout: float = 60) -> None:
         """Pods need ``default/default`` (made by the controller-manager) before they exist."""

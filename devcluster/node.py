@@ -3,7 +3,8 @@
 Nothing on the host is changed: the kubelet and containerd run inside a mount namespace where
 the three kernel tunables the kubelet insists on read as already set, and where ``/run``,
 ``/var/lib`` and ``/var/log`` are private tmpfs mounts (the fixed paths the kubelet and
-containerd write), and ``/etc/hosts`` names the devcluster's registries. Pods get addresses on
+containerd write), ``/etc/hosts`` names the devcluster's registries and the CA bundle trusts the
+devcluster's CA (as a node of a company with its own registry would). Pods get addresses on
 a bridge of our own (no gateway, no masquerade, no iptables): they reach the host's address on
 that bridge and each other, nothing else.
 """
@@ -11,6 +12,7 @@ that bridge and each other, nothing else.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import shlex
 import subprocess
@@ -18,6 +20,7 @@ import time
 import urllib.error
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -28,6 +31,8 @@ from .processes import Processes
 NODE_NAME = "devnode"
 CNI_BIN_DIR = "/usr/lib/cni"
 PAUSE_IMAGE = "registry.studio.test/pause:3.10"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+LOCK_DIR = Path("/run/lock/studio-devcluster")
 # What the kubelet would write to the real /proc/sys; inside the namespace they read as set.
 SYSCTLS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 
@@ -35,17 +40,45 @@ SYSCTLS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_o
 class Network:
     """The node's bridge ``sdc<N>`` with 10.244.<N>.1/24, and a loopback address per registry.
 
-    ``N`` is picked so that two devclusters on one machine never share a bridge, subnet or
-    registry address; a kept state dir reuses its ``N``.
+    ``N`` is held with a lock file for the devcluster's lifetime, so two devclusters on one
+    machine never share a bridge, subnet or registry address; a kept state dir reuses its ``N``
+    when it is free. ``reserve=False`` only reads the saved ``N`` (to tear down).
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, reserve: bool = True) -> None:
         saved = state_dir / "network.json"
-        if saved.exists():
-            self.index = json.loads(saved.read_text())["index"]
-        else:
-            self.index = _free_index()
-            saved.write_text(json.dumps({"index": self.index}))
+        wanted = json.loads(saved.read_text())["index"] if saved.exists() else None
+        self._lock: IO[str] | None = None
+        if not reserve:
+            if wanted is None:
+                raise DevClusterError(f"no devcluster network recorded in {state_dir}")
+            self.index = wanted
+            return
+        self.index = self._reserve(wanted)
+        saved.write_text(json.dumps({"index": self.index}))
+
+    def _reserve(self, wanted: int | None) -> int:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        links = _run(["ip", "-o", "link", "show"]).stdout
+        candidates = [wanted] if wanted is not None else []
+        for index in [*candidates, *range(10, 250)]:
+            lock = open(LOCK_DIR / f"{index}.lock", "w")  # noqa: SIM115 - held while running
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()
+                continue
+            if index != wanted and f" sdc{index}:" in links:
+                lock.close()  # a bridge left by a devcluster that died: not ours to reuse
+                continue
+            self._lock = lock
+            return index
+        raise DevClusterError("no free devcluster network index (10-249 all in use)")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def bridge(self) -> str:
@@ -72,15 +105,6 @@ class Network:
 
     def down(self) -> None:
         _run(["ip", "link", "del", self.bridge], check=False)
-
-
-def _free_index() -> int:
-    links = _run(["ip", "-o", "link", "show"]).stdout
-    routes = _run(["ip", "-4", "route", "show"]).stdout
-    for index in range(10, 250):
-        if f" sdc{index}:" not in links and f"10.244.{index}." not in routes:
-            return index
-    raise DevClusterError("no free devcluster network index (10.244.10-249.0/24 all in use)")
 
 
 def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -115,10 +139,11 @@ class Node:
 
     def start(self, timeout: float = 60.0) -> None:
         """Namespace, containerd, kubelet; return once the node is Ready."""
-        for sub in ("containerd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "certs.d",
+        for sub in ("containerd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam",
                     "plugins/volume/exec", "sysctl"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.network.up()
+        self._create_cgroups()
         self._start_namespace()
         self._write_configs()
         self.processes.start("containerd", self._in_namespace(
@@ -152,6 +177,7 @@ class Node:
         self.processes.stop("namespace")  # its private mounts (tmpfs, netns, volumes) go with it
         self._remove_cgroups()
         self.network.down()
+        self.network.release()
 
     # -- internals
 
@@ -166,12 +192,15 @@ class Node:
         hosts = self.root / "hosts"
         lines = ["127.0.0.1 localhost"] + [f"{ip} {host}" for host, ip in self.hosts.items()]
         hosts.write_text("\n".join(lines) + "\n")
+        bundle = self.root / "ca-certificates.crt"  # the host's CAs and ours, as on a real node
+        bundle.write_bytes(Path(SYSTEM_CA_BUNDLE).read_bytes() + self.registry_ca.read_bytes())
         script = " && ".join([
             *binds,
             "mount -t tmpfs -o mode=755 devcluster-run /run",
             "mount -t tmpfs -o mode=755 devcluster-varlib /var/lib",
             "mount -t tmpfs -o mode=755 devcluster-varlog /var/log",
             f"mount --bind {shlex.quote(str(hosts))} /etc/hosts",
+            f"mount --bind {shlex.quote(str(bundle))} {SYSTEM_CA_BUNDLE}",
             "exec sleep infinity",
         ])
         self.processes.start("namespace", ["unshare", "--mount", "--propagation", "private",
@@ -234,15 +263,7 @@ oom_score = 0
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{root}/cni/net.d"
     max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{root}/certs.d"
 """)
-        for host in self.hosts:
-            directory = root / "certs.d" / host
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "hosts.toml").write_text(
-                f'server = "https://{host}"\n[host."https://{host}"]\n'
-                f'  capabilities = ["pull", "resolve"]\n  ca = "{self.registry_ca}"\n')
         net = self.network
         (root / "cni" / "net.d" / "10-devcluster.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": "devcluster",
@@ -310,6 +331,17 @@ oom_score = 0
             while time.monotonic() < deadline and self.control.request(
                     "GET", "/api/v1/pods")["items"]:
                 time.sleep(0.2)
+
+    def _create_cgroups(self) -> None:
+        """The kubelet's cgroup root in every v1 hierarchy (cpuset needs its CPUs and nodes)."""
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            if hierarchy.name == "unified" or not (hierarchy / "cgroup.procs").exists():
+                continue
+            top = hierarchy / self.cgroup_root.lstrip("/")
+            top.mkdir(exist_ok=True)
+            for setting in ("cpuset.cpus", "cpuset.mems"):
+                if (top / setting).exists() and not (top / setting).read_text().strip():
+                    (top / setting).write_text((hierarchy / setting).read_text())
 
     def _remove_cgroups(self) -> None:
         for hierarchy in Path("/sys/fs/cgroup").iterdir():

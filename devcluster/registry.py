@@ -85,8 +85,9 @@ class Registries:
 
     @property
     def hosts(self) -> dict[str, str]:
-        """Registry host name → loopback address, for the node's /etc/hosts."""
-        return {host: reg.address for reg in (self.public, self.private) for host in reg.hosts}
+        """Registry host name → loopback IP, for the node's /etc/hosts."""
+        return {host: reg.address.rsplit(":", 1)[0]
+                for reg in (self.public, self.private) for host in reg.hosts}
 
     def by_host(self, host: str) -> Registry:
         return self.private if host in self.private.hosts else self.public

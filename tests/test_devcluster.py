@@ -118,7 +118,9 @@ async def test_a_pod_runs_as_the_z2jh_user_with_its_volumes(
         text = await core.read_namespaced_pod_log("p", namespace)
         return text if "tini" in text else ""
 
-    lines = str(await _eventually(logs, 30)).split()
+    text = str(await _eventually(logs, 30))
+    assert "start.sh: sourcing /usr/local/bin/start-notebook.d/10-hello.sh" in text
+    lines = text.split("10-hello.sh", 1)[1].split()
     assert lines[:2] == ["1000", "100"], lines
     assert lines[2:4] == ["0", "100"], "the home volume belongs to the fsGroup"
     assert "writable" in lines and "440" in lines and "s3cr3t" in lines

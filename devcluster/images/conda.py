@@ -116,9 +116,3 @@ async def _install(channel: Path, specs: list[str], prefix: Path) -> None:
 def install(channel: Path, specs: list[str], prefix: Path) -> None:
     """Solve ``specs`` against the channel and install them at ``prefix`` (absolute path)."""
     asyncio.run(_install(channel, specs, prefix))
-
-
-if __name__ == "__main__":  # python -m devcluster.images.conda CHANNEL PREFIX SPEC…
-    import sys
-
-    install(Path(sys.argv[1]), sys.argv[3:], Path(sys.argv[2]))

@@ -134,11 +134,11 @@ class Builder:
             # Install at the image's real prefix: /opt is our staging dir in a private namespace.
             script = " && ".join([
                 f"mount --bind {root / 'opt'} /opt",
-                f"{sys.executable} -m devcluster.images.conda {channel} /opt/conda "
+                f"{sys.executable} -m devcluster.images.install_env {channel} /opt/conda "
                 "python studio-jupyter",
-                f"{sys.executable} -m devcluster.images.conda {channel} "
+                f"{sys.executable} -m devcluster.images.install_env {channel} "
                 "/opt/conda/envs/python-data python ipykernel studio-hello",
-                f"{sys.executable} -m devcluster.images.conda {channel} "
+                f"{sys.executable} -m devcluster.images.install_env {channel} "
                 "/opt/conda/envs/tools studio-tools"])
             proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
                                    "sh", "-c", script], capture_output=True, text=True,
