@@ -17,6 +17,8 @@ from devcluster.registry import PUBLIC_HOST
 
 from .hub_fixtures import Hub, start_hub
 
+__all__ = ["PUBLIC_HOST"]
+
 STUDIO_IMAGE = f"{PUBLIC_HOST}/notebook:{IMAGE_TAG}"
 TOOL_IMAGE = f"{PUBLIC_HOST}/tool:{IMAGE_TAG}"
 NOPYTHON_IMAGE = f"{PUBLIC_HOST}/nopython:{IMAGE_TAG}"

@@ -140,12 +140,13 @@ def test_image_policy_accepts_allowed_and_pinned_images():
 
 async def test_demo_buckets_pass_the_spawn_checks(monkeypatch):
     """./dev run's local S3 server holds the buckets its hub config offers."""
-    from studio_spawner.devcluster.demo import DEMO_BUCKETS, demo_s3
+    from devcluster.demo import DEMO_BUCKETS, demo_s3
 
     with demo_s3() as env:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         _client.cache_clear()
         access = AwsAccess("eu-west-1", env["STUDIO_DEMO_S3_ENDPOINT"])
-        await check_buckets(access, [volume(b, index=i) for i, b in enumerate(DEMO_BUCKETS)])
+        buckets = DEMO_BUCKETS.values()
+        await check_buckets(access, [volume(b, index=i) for i, b in enumerate(buckets)])
     _client.cache_clear()

@@ -128,8 +128,8 @@ def members_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hub(devcluster, kubelet, studio_images, members_file, tmp_path_factory) -> Iterator[Hub]:
-    config = studio_hub_config() + f"""
+def hub(devcluster, members_file, tmp_path_factory) -> Iterator[Hub]:
+    config = studio_hub_config(devcluster) + f"""
 from studio_spawner.sharing import configure_workspace_sharing
 c.JupyterHub.authenticator_class = "studio_spawner.auth.WorkspaceDummyAuthenticator"
 c.WorkspaceAuthenticator.workspaces_file = "{members_file}"
