@@ -54,6 +54,7 @@ class CondaEnvironment:
     pip: tuple[str, ...] = ()
     variables: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
+    rewritten: bool = False  # conda list --export output, or a prefix: installers need to_yaml
 
     def to_yaml(self) -> str:
         """The normalised environment.yml (no `prefix:`; export lists become dependencies)."""
@@ -96,7 +97,7 @@ def parse_environment(
     if isinstance(document, str) or document is None:
         exported = _export_list(text)
         if exported is not None:
-            document = {"dependencies": exported}
+            document = {"dependencies": exported, "_exported": True}
     if not isinstance(document, dict):
         return None, ["the file must be a YAML mapping with 'channels' and 'dependencies' keys"]
     return _check_document(document, policy)
@@ -105,6 +106,7 @@ def parse_environment(
 def _check_document(
     document: dict, policy: CondaPolicy
 ) -> tuple[CondaEnvironment | None, list[str]]:
+    rewritten = bool(document.pop("_exported", False)) or "prefix" in document
     problems = [
         f"unknown key '{key}'; allowed keys are name, channels, dependencies, variables"
         for key in document
@@ -129,7 +131,7 @@ def _check_document(
     problems += channel_problems + dependency_problems + variable_problems
     environment = CondaEnvironment(
         name if isinstance(name, str) else None,
-        channels, specs, pip, variables, tuple(notes),
+        channels, specs, pip, variables, tuple(notes), rewritten,
     )
     return environment, problems
 

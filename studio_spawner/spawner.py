@@ -20,6 +20,7 @@ from traitlets import Bool, Callable, Enum, Integer, List, TraitError, Unicode, 
 from . import pod as pod_builder
 from .aws import AwsAccess
 from .catalog import StudioCatalog
+from .conda_build import CondaBuild, CondaBuildError
 from .data import (
     DataUnavailable,
     DataVolume,
@@ -59,7 +60,7 @@ class _JSONResponse:
         self.data = json.dumps(data)
 
 
-class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
+class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
@@ -306,8 +307,11 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
                 labels = self._build_common_labels({})
                 await self._replace_secret(pull_secret(self.pull_secret_name, registry, auth,
                                                        labels=labels))
+            await self.prepare_conda(self.studio_options.environment_yml)
         except DataUnavailable as error:  # its message starts with the field, data[i]
             raise StudioStartError(str(error)) from error
+        except CondaBuildError as error:
+            raise StudioStartError(f"environment_yml: {error}") from error
         except ImageUnavailable as error:
             field = "template" if self.studio_options.template else "image"
             raise StudioStartError(f"{field}: {error}") from error
@@ -318,6 +322,8 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             installer=self.startup_installer,
             init_timeout_seconds=self.init_timeout_seconds,
             user_env_name=self.user_env_name,
+            conda_env=tuple(self.conda_pod_env().items()),
+            package_cache=self.conda_cache_volume(),
         )
 
     async def get_pod_manifest(self) -> V1Pod:
@@ -343,6 +349,7 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             program_files(),
             labels=self._build_common_labels({}),
             owner=owner,
+            conda=self.conda_files(self.studio_options.environment_yml),
         )
 
     @default("after_pod_created_hook")

@@ -705,6 +705,9 @@ def step_user_env(config: Config, log: StepLog) -> None:
     if not content.strip():
         log.say("no environment.yml: nothing to build")
         return
+    for line in content.decode("utf-8", "replace").splitlines():
+        if line.startswith("# note: "):  # the hub's notes (an ignored prefix, a skipped solve)
+            log.say(line[2:])
     lock_content = _read_bytes(lock)
     prefix = os.path.join(config.envs_dir, config.user_env)
     state_path = os.path.join(prefix, USER_ENV_STATE)
