@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from traitlets import Bool, Dict, Float, List, Unicode
+from traitlets import Bool, Dict, Float, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from .conda_solve import (
@@ -19,6 +19,7 @@ from .conda_solve import (
     CondaSolveFailed,
     SolveSettings,
     solve_lock,
+    virtual_packages,
 )
 from .conda_spec import DEFAULT_CHANNEL_ALIAS, CondaEnvironment, parse_environment
 
@@ -71,6 +72,17 @@ class CondaBuild(Configurable):
     conda_package_cache_path = Unicode(
         "/opt/studio/pkgs", config=True, help="Where the package cache volume is mounted."
     )
+
+    @validate("conda_virtual_packages")
+    def _check_virtual_packages(self, proposal: dict) -> list[str]:
+        try:
+            virtual_packages(proposal["value"])
+        except Exception as error:  # noqa: BLE001 (rattler's parse errors have no common base)
+            raise TraitError(
+                f"StudioSpawner.conda_virtual_packages: {error}; write name=version=build, "
+                "e.g. __glibc=2.35=0"
+            ) from error
+        return proposal["value"]
 
     _conda_lock: tuple[str, str] | None = None  # (sha256 of the environment.yml, lock text)
     conda_note: str = ""

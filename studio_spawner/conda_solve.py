@@ -28,7 +28,7 @@ from rattler import (
 )
 from rattler.exceptions import FetchRepoDataError, GatewayError, IoError, SolverError
 
-from .conda_spec import CondaEnvironment, parse_specs
+from .conda_spec import CondaEnvironment
 
 LOCK_MAX_BYTES = 512 * 1024  # the files Secret holds ≤ 1 MiB, base64 and the program included
 FETCH_ERRORS = (GatewayError, FetchRepoDataError, IoError, OSError)
@@ -63,21 +63,30 @@ def gateway(cache_dir: str) -> rattler.Gateway:
     return _GATEWAYS[key]
 
 
-def channels_for(environment: CondaEnvironment, settings: SolveSettings) -> list[Channel]:
-    """The env's channels (else the admin's), plus those its specs name with `channel::`."""
+def resolve(
+    environment: CondaEnvironment, settings: SolveSettings
+) -> tuple[list[Channel], list[rattler.MatchSpec]]:
+    """The channels to solve against and the specs, channel names resolved with the alias.
+
+    Channels: the env's (else the admin's), plus those its specs name with `channel::`.
+    """
     config = ChannelConfig(channel_alias=_with_slash(settings.channel_alias))
     names = [c for c in environment.channels if c != "nodefaults"]
-    channels = [Channel(name, config) for name in names or settings.default_channels]
-    seen = {c.base_url for c in channels}
-    for spec in parse_specs(environment.specs):
-        if spec.channel is not None and spec.channel.base_url not in seen:
-            # a name resolves with the admin's alias, a URL stays as written
+    channels = {c.base_url: c for c in (Channel(n, config) for n in names or
+                                         settings.default_channels)}
+    specs = []
+    for text in environment.specs:
+        spec = rattler.MatchSpec(text)
+        if spec.channel is not None:
             written = spec.channel.name
-            channel = Channel(written, config) if "://" not in written else spec.channel
-            if channel.base_url not in seen:
-                seen.add(channel.base_url)
-                channels.append(channel)
-    return channels
+            channel = spec.channel if "://" in written else Channel(written, config)
+            channels.setdefault(channel.base_url, channel)
+            canonical = spec.to_canonical_string()
+            spec = rattler.MatchSpec(canonical.replace(
+                f'channel="{written}"', f'channel="{channel.base_url}"'
+            ))
+        specs.append(spec)
+    return list(channels.values()), specs
 
 
 def virtual_packages(specs: Sequence[str]) -> list[GenericVirtualPackage]:
@@ -86,7 +95,7 @@ def virtual_packages(specs: Sequence[str]) -> list[GenericVirtualPackage]:
     for text in specs:
         name, version, build = (text.split("=") + ["0", "0"])[:3]
         packages.append(GenericVirtualPackage(
-            rattler.PackageName(name), rattler.Version(version), build or "0"
+            rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build or "0")
         ))
     return packages
 
@@ -102,10 +111,9 @@ async def solve_lock(environment: CondaEnvironment, settings: SolveSettings) -> 
 
 
 async def _solve(environment: CondaEnvironment, settings: SolveSettings) -> str:
-    channels = channels_for(environment, settings)
+    channels, specs = resolve(environment, settings)
     platforms = [settings.platform, "noarch"]
     source = gateway(settings.cache_dir)
-    specs = parse_specs(environment.specs)
     try:
         names = [spec.name.normalized for spec in specs]
         found = await source.query(channels, platforms, names, recursive=False)

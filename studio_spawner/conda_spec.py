@@ -9,7 +9,6 @@ and `prefix:`) and `conda list --export` output are accepted.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -328,11 +327,6 @@ def _spec_channel_urls(spec: MatchSpec) -> list[str]:
         urls.append(spec.channel.base_url)
     urls += _URL_KEY.findall(spec.to_canonical_string())
     return urls
-
-
-def parse_specs(specs: Sequence[str]) -> list[MatchSpec]:
-    """MatchSpecs for already validated specs (the hub's solve)."""
-    return [MatchSpec(spec) for spec in specs]
 
 
 # --------------------------------------------------------------------------- variables

@@ -190,3 +190,21 @@ def serve_directory(root: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def library_package(name: str, version: str = "1.0", depends: tuple[str, ...] = (),
+                    size: int = 0) -> Package:
+    """A package with one data file of `size` bytes (incompressible: extraction costs time)."""
+    payload = os.urandom(size) if size else f"{name} {version}\n".encode()
+    return Package(name, version, {f"share/{name}/data.bin": PkgFile(payload)},
+                   depends=list(depends))
+
+
+def numbered_channel(root: Path, count: int, size: int = 0) -> list[str]:
+    """A channel of `count` packages lib000…, each depending on the one before; their names."""
+    names = [f"lib{i:03d}" for i in range(count)]
+    for index, name in enumerate(names):
+        depends = (names[index - 1],) if index else ()
+        build_package(root, library_package(name, depends=depends, size=size))
+    index_channel(root)
+    return names
