@@ -1,0 +1,89 @@
+"""On the devcluster, with a conda channel served over HTTP: the hub solves the studio's
+environment.yml before the pod (a missing package fails the spawn in seconds, naming the field),
+the pod installs the hub's lock with studio-conda-install, the env becomes a kernel, and the
+build's status and the lock are in the studio home."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from ..conda_packages import serve_directory
+from ..hub_fixtures import Hub, start_hub
+from ..studio_fixtures import spawn_failure, studio_hub_config, wait_for_server
+from .test_devcluster_kernels import run_code
+
+INSTALLER = Path(__file__).parents[2] / "images" / "notebook" / "studio-conda-install"
+
+
+@pytest.fixture(scope="module")
+def conda_hub(devcluster, kubelet, studio_images, channel, tmp_path_factory) -> Iterator[Hub]:
+    """A studio hub whose allowed channel is the test channel, served over HTTP."""
+    with serve_directory(channel.parent) as url:
+        # The devcluster's pods are host processes: the installer runs with this Python (which
+        # has py-rattler). Notebook images have studio-conda-install on PATH instead.
+        config = studio_hub_config() + f"""
+c.StudioSpawner.conda_channels = ["{channel.name}"]
+c.StudioSpawner.conda_channel_alias = "{url}/"
+c.StudioSpawner.startup_installer = "{sys.executable} {INSTALLER}"
+"""
+        env = {"KUBECONFIG": str(devcluster.kubeconfig)}
+        yield from start_hub(tmp_path_factory.mktemp("conda-hub"), config, env=env)
+
+
+def options(channel: Path, *packages: str) -> dict:
+    deps = "".join(f"  - {p}\n" for p in packages)
+    return {"name": "Conda", "template": "demo",
+            "environment_yml": f"channels: [{channel.name}]\ndependencies:\n{deps}"}
+
+
+def kernelspecs(base: str, headers: dict, timeout: float = 30) -> dict:
+    """The server's kernelspecs; retried while the proxy's route settles (a 404 page)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = requests.get(f"{base}/kernelspecs", headers=headers, timeout=30)
+        if reply.status_code == 200 or time.monotonic() > deadline:
+            assert reply.status_code == 200, (reply.status_code, reply.text[-500:])
+            return reply.json()["kernelspecs"]
+        time.sleep(0.5)
+
+
+def test_a_missing_package_fails_before_the_pod(conda_hub, channel, devcluster):
+    seconds, message = spawn_failure(conda_hub, "fay", "env",
+                                     options(channel, "python", "no-such-package-xyz"))
+    assert seconds < 15, f"took {seconds:.1f} s"
+    assert f"environment_yml: package no-such-package-xyz is not in {channel.name}" in message
+    pods = devcluster.request("GET", "/api/v1/namespaces/default/pods")["items"]
+    assert not any(p["metadata"]["name"] == "jupyter-fay--env" for p in pods)
+
+
+def test_the_pod_installs_the_hub_lock_and_the_home_shows_the_build(conda_hub, channel):
+    hub = conda_hub
+    hub.api("POST", "/users", json={"usernames": ["gus"]})
+    response = hub.api("POST", "/users/gus/servers/env",
+                       json=options(channel, "python", "ipykernel", "hello"))
+    assert response.status_code < 300, response.text
+    assert wait_for_server(hub, "gus", "env", timeout=180).get("ready"), hub.log.read_text()[-3000:]
+
+    base = f"{hub.url}/user/gus/env/api"
+    headers = {"Authorization": f"token {hub.token}"}
+    specs = kernelspecs(base, headers)
+    assert "studio-studio" in specs, sorted(specs)
+    kernel = requests.post(f"{base}/kernels", json={"name": "studio-studio"}, headers=headers,
+                           timeout=60).json()
+    ws_url = f"{base}/kernels/{kernel['id']}/channels".replace("http://", "ws://")
+    code = ("import json, os; d = os.path.expanduser('~/.local/share/studio/'); "
+            "print(json.dumps({'status': json.load(open(d + 'build.json')), "
+            "'lock': open(d + 'environment.lock').read(), 'log': open(d + 'build.log').read()}))")
+    seen = json.loads(asyncio.run(run_code(ws_url, hub.token, code)))
+    assert seen["status"]["state"] == "built" and seen["status"]["locked"] is True
+    assert "hello-1.0-0.tar.bz2" in seen["lock"]
+    assert "Solving" not in seen["log"] and "Installing" in seen["log"]
+    hub.api("DELETE", "/users/gus/servers/env")
