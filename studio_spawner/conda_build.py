@@ -84,7 +84,7 @@ class CondaBuild(Configurable):
             ) from error
         return proposal["value"]
 
-    _conda_lock: tuple[str, str] | None = None  # (sha256 of the environment.yml, lock text)
+    _conda_lock: tuple[str, str] | None = None  # (sha256 of the file and settings, lock text)
     conda_note: str = ""
 
     def conda_solve_settings(self) -> SolveSettings:
@@ -110,12 +110,13 @@ class CondaBuild(Configurable):
         if not text.strip() or not self.conda_solve:
             self._conda_lock = None
             return
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        settings = self.conda_solve_settings()
+        digest = hashlib.sha256(repr((text, settings)).encode()).hexdigest()
         if self._conda_lock and self._conda_lock[0] == digest:
-            return  # a restart builds the same env
+            return  # a restart builds the same env (same file, same channels and platform)
         environment = self.conda_environment(text)
         try:
-            lock = await solve_lock(environment, self.conda_solve_settings())
+            lock = await solve_lock(environment, settings)
         except CondaSolveFailed as error:
             raise CondaBuildError(str(error)) from error
         except ChannelsUnreachable as error:

@@ -29,7 +29,7 @@ from .data import (
     ensure_volumes,
     plan_volumes,
 )
-from .errors import OptionsError
+from .errors import FieldError, OptionsError
 from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .options import StudioOptions, form_to_raw, parse_options
@@ -220,6 +220,18 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
             raise
         return options.to_user_options()
+
+    async def run_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        """Parse the form, then solve its environment.yml: a missing package or a conflict is
+        shown next to the field, and the lock is kept for the start that follows."""
+        options = super().run_options_from_form(formdata)
+        try:
+            await self.prepare_conda(options.get("environment_yml") or "")
+        except CondaBuildError as error:
+            failure = OptionsError([FieldError("environment_yml", str(error))])
+            self._failed_forms[self.user.name] = (submitted_values(formdata), failure.by_field)
+            raise failure from error
+        return options
 
     def start(self) -> Any:
         """Refuse invalid options with HTTP 400 before anything is created, then start."""

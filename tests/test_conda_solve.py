@@ -14,6 +14,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from studio_spawner import conda_build
 from studio_spawner.cli import offline_spawner
 from studio_spawner.conda_solve import (
     ChannelsUnreachable,
@@ -128,7 +129,11 @@ def secret_files(spawner) -> dict[str, str]:
 GOOD = "channels: [local]\ndependencies: [pandas]\nprefix: /home/ann/envs/x\n"
 
 
-async def test_the_spawner_solves_keeps_the_lock_and_sends_it(spawner, channels):
+async def no_solve(*args, **kwargs):
+    raise AssertionError("solved again")
+
+
+async def test_the_spawner_solves_keeps_the_lock_and_sends_it(spawner, channels, monkeypatch):
     spawner.user_options = {"name": "s", "template": "python", "environment_yml": GOOD}
     await spawner.load_user_options()
     files = secret_files(spawner)
@@ -142,8 +147,8 @@ async def test_the_spawner_solves_keeps_the_lock_and_sends_it(spawner, channels)
     state = spawner.get_state()
     again = offline_spawner(spawner.config, "alice", "rna")
     again.load_state(state)
-    again.conda_channel_alias = "http://127.0.0.1:9/"  # the channels are gone: the kept lock
-    again.user_options = spawner.user_options  # is used without a new solve
+    monkeypatch.setattr(conda_build, "solve_lock", no_solve)  # the kept lock is used
+    again.user_options = spawner.user_options
     await again.load_user_options()
     assert secret_files(again)["environment.lock"] == files["environment.lock"]
     await again.api.api_client.close()
@@ -195,3 +200,39 @@ def test_bad_virtual_packages_stop_the_hub_with_the_setting(spawner):
     with pytest.raises(TraitError) as caught:
         spawner.conda_virtual_packages = ["__glibc=not a version=0"]
     assert "StudioSpawner.conda_virtual_packages" in str(caught.value)
+
+
+FORM = {"name": ["Conda"], "environment_source": ["template"], "template": ["python"]}
+
+
+async def test_the_form_shows_a_missing_package_next_to_the_field(spawner):
+    from studio_spawner.errors import OptionsError
+
+    bad = "channels: [local]\ndependencies: [pandsa]\n"
+    with pytest.raises(OptionsError) as caught:
+        await spawner.run_options_from_form({**FORM, "environment_yml": [bad]})
+    assert "package pandsa is not in local" in caught.value.by_field["environment_yml"]
+    html = await spawner.get_options_form()
+    assert 'data-field="environment_yml"' in html and "pandsa is not in local" in html
+    assert "dependencies: [pandsa]" in html  # what the user typed is kept
+
+
+async def test_a_form_solve_is_kept_for_the_start(spawner, monkeypatch):
+    good = "channels: [local]\ndependencies: [pandas]\n"
+    options = await spawner.run_options_from_form({**FORM, "environment_yml": [good]})
+    assert options["environment_yml"] == good
+    monkeypatch.setattr(conda_build, "solve_lock", no_solve)  # no second solve at the start
+    spawner.user_options = options
+    await spawner.load_user_options()
+    assert "pandas-2.2-0.tar.bz2" in secret_files(spawner)["environment.lock"]
+
+
+async def test_changed_channels_solve_again(spawner, channels):
+    spawner.user_options = {"name": "s", "template": "python",
+                            "environment_yml": "dependencies: [pandas]\n"}
+    await spawner.load_user_options()
+    assert "environment.lock" in secret_files(spawner)
+    spawner.conda_channels = ["other"]  # the admin changed the channels: the kept lock is stale
+    with pytest.raises(StudioStartError) as caught:
+        await spawner.load_user_options()
+    assert "package pandas is not in other" in str(caught.value)
