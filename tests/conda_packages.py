@@ -208,3 +208,29 @@ def numbered_channel(root: Path, count: int, size: int = 0) -> list[str]:
         build_package(root, library_package(name, depends=depends, size=size))
     index_channel(root)
     return names
+
+
+def write_wheel(directory: Path, name: str, version: str, code: str) -> Path:
+    """A pure-Python wheel (module `name` with `code`) that pip installs from a local dir."""
+    import base64
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": code.encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                         b"Tag: py3-none-any\n",
+    }
+
+    def record_line(path: str, data: bytes) -> str:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        return f"{path},sha256={digest},{len(data)}\n"
+
+    record = "".join(record_line(p, d) for p, d in files.items()) + f"{dist}/RECORD,,\n"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for p, data in {**files, f"{dist}/RECORD": record.encode()}.items():
+            wheel.writestr(p, data)
+    return path

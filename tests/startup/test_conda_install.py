@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conda_packages import serve_directory
+from ..conda_packages import serve_directory, write_wheel
 from .conftest import Studio
 
 INSTALLER = Path(__file__).parents[2] / "images" / "notebook" / "studio-conda-install"
@@ -154,3 +154,28 @@ def test_user_env_failure_is_in_the_status_and_the_message(
     status = json.loads((studio.home / ".local/share/studio/build.json").read_text())
     assert status["state"] == "build-failed"
     assert "no-such-package-xyz" in status["error"]
+
+
+def test_pip_requirements_go_into_the_env_with_its_own_pip(http_channel: Channel, tmp_path):
+    wheels = tmp_path / "wheels"
+    write_wheel(wheels, "studio_pip_probe", "1.0", "VALUE = 'probe'\n")
+    spec, prefix = tmp_path / "environment.yml", tmp_path / "env"
+    spec.write_text(http_channel.spec("  - pip:\n    - studio-pip-probe==1.0\n"))
+    result = install("env", "create", "-p", str(prefix), "-f", str(spec),
+                     alias=http_channel.alias, pkgs=tmp_path / "pkgs",
+                     PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pip: installing 1 requirement(s)" in result.stdout
+    probe = subprocess.run([str(prefix / "bin" / "python"), "-c",
+                            "import studio_pip_probe, sys; print(studio_pip_probe.__file__)"],
+                           capture_output=True, text=True)
+    assert probe.stdout.startswith(str(prefix)), probe.stdout + probe.stderr
+
+
+def test_a_pip_failure_says_so(http_channel: Channel, tmp_path: Path):
+    spec = tmp_path / "environment.yml"
+    spec.write_text(http_channel.spec("  - pip:\n    - not-on-any-index==9.9\n"))
+    result = install("env", "create", "-p", str(tmp_path / "env"), "-f", str(spec),
+                     alias=http_channel.alias, pkgs=tmp_path / "pkgs", PIP_NO_INDEX="1")
+    assert result.returncode == 1
+    assert "pip failed" in result.stderr and "not-on-any-index" in result.stdout + result.stderr
