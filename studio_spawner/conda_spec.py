@@ -206,7 +206,7 @@ def _allowed_keys(channels: tuple[str, ...], alias: str) -> frozenset[str]:
     """Allowed channels by base URL: names resolve with the admin's alias and conda's default."""
     keys = set()
     for entry in channels:
-        for config in {ChannelConfig(channel_alias=alias), ChannelConfig()}:
+        for config in (ChannelConfig(channel_alias=alias), ChannelConfig()):
             try:
                 keys.add(_channel_key(Channel(entry, config).base_url))
             except Exception:  # noqa: BLE001 (a bad entry allows nothing)
