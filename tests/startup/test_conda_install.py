@@ -179,3 +179,24 @@ def test_a_pip_failure_says_so(http_channel: Channel, tmp_path: Path):
                      alias=http_channel.alias, pkgs=tmp_path / "pkgs", PIP_NO_INDEX="1")
     assert result.returncode == 1
     assert "pip failed" in result.stderr and "not-on-any-index" in result.stdout + result.stderr
+
+
+def test_update_from_a_new_lock_keeps_user_packages(http_channel: Channel, tmp_path: Path):
+    spec, lock, pkgs = tmp_path / "environment.yml", tmp_path / "environment.lock", tmp_path / "p"
+    prefix = tmp_path / "env"
+
+    def locked(text: str, action: str) -> subprocess.CompletedProcess:
+        spec.write_text(text)
+        assert install("lock", "-f", str(spec), "-o", str(lock), alias=http_channel.alias,
+                       pkgs=pkgs).returncode == 0
+        return install("env", action, "-p", str(prefix), "-f", str(spec), "--lock", str(lock),
+                       alias=http_channel.alias, pkgs=pkgs)
+
+    assert locked(http_channel.spec(), "create").returncode == 0
+    extra = tmp_path / "extra.yml"  # the user's own `conda install extra`
+    extra.write_text(f"channels: [{http_channel.name}]\ndependencies: [extra]\n")
+    assert install("env", "update", "-p", str(prefix), "-f", str(extra),
+                   alias=http_channel.alias, pkgs=pkgs).returncode == 0
+    result = locked(http_channel.spec("  - textpkg=1.0\n"), "update")
+    assert result.returncode == 0, result.stderr
+    assert {"extra", "textpkg", "hello"} <= packages(prefix)
