@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ INSTALLER = Path(__file__).parents[2] / "images" / "notebook" / "studio-conda-in
 @pytest.fixture(scope="module")
 def conda_hub(devcluster, kubelet, studio_images, channel, tmp_path_factory) -> Iterator[Hub]:
     """A studio hub whose allowed channel is the test channel, served over HTTP."""
+    cache = tmp_path_factory.mktemp("conda-pkgs")
+    cache.chmod(0o777)  # studios run as uid 1000 on a real node
     with serve_directory(channel.parent) as url:
         # The devcluster's pods are host processes: the installer runs with this Python (which
         # has py-rattler). Notebook images have studio-conda-install on PATH instead.
@@ -33,6 +36,7 @@ def conda_hub(devcluster, kubelet, studio_images, channel, tmp_path_factory) -> 
 c.StudioSpawner.conda_channels = ["{channel.name}"]
 c.StudioSpawner.conda_channel_alias = "{url}/"
 c.StudioSpawner.startup_installer = "{sys.executable} {INSTALLER}"
+c.StudioSpawner.conda_package_cache_volume = {{"hostPath": {{"path": "{cache}"}}}}
 """
         env = {"KUBECONFIG": str(devcluster.kubeconfig)}
         yield from start_hub(tmp_path_factory.mktemp("conda-hub"), config, env=env)
@@ -64,26 +68,43 @@ def test_a_missing_package_fails_before_the_pod(conda_hub, channel, devcluster):
     assert not any(p["metadata"]["name"] == "jupyter-fay--env" for p in pods)
 
 
-def test_the_pod_installs_the_hub_lock_and_the_home_shows_the_build(conda_hub, channel):
-    hub = conda_hub
-    hub.api("POST", "/users", json={"usernames": ["gus"]})
-    response = hub.api("POST", "/users/gus/servers/env",
-                       json=options(channel, "python", "ipykernel", "hello"))
+def start_and_read_build(hub: Hub, user: str, server: str, spec: dict) -> dict:
+    """Start a studio, wait until ready, and read ~/.local/share/studio/ through its kernel."""
+    hub.api("POST", "/users", json={"usernames": [user]})
+    response = hub.api("POST", f"/users/{user}/servers/{server}", json=spec)
     assert response.status_code < 300, response.text
-    assert wait_for_server(hub, "gus", "env", timeout=180).get("ready"), hub.log.read_text()[-3000:]
-
-    base = f"{hub.url}/user/gus/env/api"
+    model = wait_for_server(hub, user, server, timeout=180)
+    assert model.get("ready"), hub.log.read_text()[-3000:]
+    base = f"{hub.url}/user/{user}/{server}/api"
     headers = {"Authorization": f"token {hub.token}"}
-    specs = kernelspecs(base, headers)
-    assert "studio-studio" in specs, sorted(specs)
+    assert "studio-studio" in kernelspecs(base, headers)
     kernel = requests.post(f"{base}/kernels", json={"name": "studio-studio"}, headers=headers,
                            timeout=60).json()
     ws_url = f"{base}/kernels/{kernel['id']}/channels".replace("http://", "ws://")
     code = ("import json, os; d = os.path.expanduser('~/.local/share/studio/'); "
             "print(json.dumps({'status': json.load(open(d + 'build.json')), "
             "'lock': open(d + 'environment.lock').read(), 'log': open(d + 'build.log').read()}))")
-    seen = json.loads(asyncio.run(run_code(ws_url, hub.token, code)))
+    return json.loads(asyncio.run(run_code(ws_url, hub.token, code)))
+
+
+def test_the_pod_installs_the_hub_lock_and_the_home_shows_the_build(conda_hub, channel):
+    seen = start_and_read_build(conda_hub, "gus", "env",
+                                options(channel, "python", "ipykernel", "hello"))
     assert seen["status"]["state"] == "built" and seen["status"]["locked"] is True
     assert "hello-1.0-0.tar.bz2" in seen["lock"]
     assert "Solving" not in seen["log"] and "Installing" in seen["log"]
-    hub.api("DELETE", "/users/gus/servers/env")
+    conda_hub.api("DELETE", "/users/gus/servers/env")
+
+
+def test_a_second_studio_builds_from_the_shared_package_cache(conda_hub, channel):
+    spec = options(channel, "python", "ipykernel", "hello", "binpkg")
+    first = start_and_read_build(conda_hub, "hal", "one", spec)
+    second = start_and_read_build(conda_hub, "hal", "two", spec)
+    assert first["lock"] == second["lock"]
+    count = len(set(re.findall(r"conda: (\S+)", second["lock"])))
+    assert f"Installing {count} package(s)" in second["log"]
+    assert f"({count} already in the package cache /opt/studio/pkgs)" in second["log"]
+    print(f"user-env build: first {first['status']['seconds']} s, "
+          f"second {second['status']['seconds']} s")
+    for server in ("one", "two"):
+        conda_hub.api("DELETE", f"/users/hal/servers/{server}")
