@@ -96,16 +96,15 @@ def parse_environment(
     if isinstance(document, str) or document is None:
         exported = _export_list(text)
         if exported is not None:
-            document = {"dependencies": exported, "_exported": True}
+            return _check_document({"dependencies": exported}, policy, rewritten=True)
     if not isinstance(document, dict):
         return None, ["the file must be a YAML mapping with 'channels' and 'dependencies' keys"]
-    return _check_document(document, policy)
+    return _check_document(document, policy, rewritten="prefix" in document)
 
 
 def _check_document(
-    document: dict, policy: CondaPolicy
+    document: dict, policy: CondaPolicy, *, rewritten: bool
 ) -> tuple[CondaEnvironment | None, list[str]]:
-    rewritten = bool(document.pop("_exported", False)) or "prefix" in document
     problems = [
         f"unknown key '{key}'; allowed keys are name, channels, dependencies, variables"
         for key in document
