@@ -138,9 +138,12 @@ class CondaBuild(Configurable):
         if not text.strip():
             return {}
         environment = self.conda_environment(text)
+        rewrite = environment.rewritten or environment.notes or not environment.channels
+        if not environment.channels:  # the channels the hub solved with, not the image's default
+            environment = replace(environment, channels=tuple(self.conda_channels))  # type: ignore[attr-defined]
         if self.conda_note:
             environment = replace(environment, notes=(*environment.notes, self.conda_note))
-        rewrite = environment.rewritten or environment.notes
+            rewrite = True
         files = {"environment.yml": environment.to_yaml() if rewrite else text}
         if self._conda_lock:
             files[LOCK_FILE] = self._conda_lock[1]

@@ -236,3 +236,11 @@ async def test_changed_channels_solve_again(spawner, channels):
     with pytest.raises(StudioStartError) as caught:
         await spawner.load_user_options()
     assert "package pandas is not in other" in str(caught.value)
+
+
+async def test_a_file_without_channels_gets_the_allowed_ones(spawner):
+    spawner.user_options = {"name": "s", "template": "python",
+                            "environment_yml": "dependencies: [pandas]\n"}
+    await spawner.load_user_options()
+    sent = yaml.safe_load(secret_files(spawner)["environment.yml"])
+    assert sent == {"channels": ["local", "other"], "dependencies": ["pandas"]}
