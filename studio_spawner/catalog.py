@@ -211,7 +211,8 @@ class StudioCatalog(Configurable):
         Unicode(),
         config=True,
         help="""More environment variable names (glob patterns) users may not set, on top of
-        JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_* and HOME.""",
+        JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_*, HOME, and the conda and
+        pip channel/index settings (CONDA_*, MAMBA_*, RATTLER_*, PIP_INDEX_URL, …).""",
     )
     env_max_count = Integer(50, min=0, config=True, help="Most environment variables per studio.")
     env_value_max_chars = Integer(
@@ -234,6 +235,10 @@ class StudioCatalog(Configurable):
 
     BUILTIN_PROTECTED_ENV = (
         "JUPYTERHUB_*", "JPY_*", "STUDIO_*", "JUPYTER_IMAGE*", "MEM_*", "CPU_*", "HOME",
+        # conda, mamba, rattler and pip read channels and indexes from these: the build must
+        # use the admin's channels (docs/conda.md)
+        "CONDA_*", "MAMBA_*", "RATTLER_*", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+        "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_TRUSTED_HOST", "PIP_CONFIG_FILE",
     )
     BUILTIN_RESERVED_LABELS = (
         "hub.jupyter.org/*", "studio.jupyter.org/*", "kubernetes.io/*", "k8s.io/*",

@@ -270,3 +270,17 @@ def test_largest_files_validate_in_milliseconds(text):
     limit the slowest case takes tens of milliseconds (bound kept loose for shared CI)."""
     assert len(text.encode()) <= MAX
     assert _slowest_ms(text) < 150
+
+
+@pytest.mark.parametrize(
+    "name", ["CONDA_CHANNELS", "CONDA_CHANNEL_ALIAS", "MAMBA_ROOT_PREFIX", "RATTLER_AUTH_FILE",
+             "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"],
+)
+def test_env_vars_cannot_name_other_channels_or_indexes(catalog, name):
+    from studio_spawner.errors import OptionsError
+    from studio_spawner.options import parse_options
+
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "template": "python", "env": {name: "https://evil.example/"}},
+                      catalog)
+    assert "set by the hub" in caught.value.by_field[f"env.{name}"]
