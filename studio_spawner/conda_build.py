@@ -60,6 +60,11 @@ class CondaBuild(Configurable):
         config=True,
         help="Where the hub caches channel repodata ('' = rattler's default, ~/.cache/rattler).",
     )
+    conda_repodata_max_age_seconds = Float(
+        600.0, min=0.0, config=True,
+        help="""How long the hub keeps channel repodata in memory before it revalidates it with
+        the channels (new packages appear after at most this long).""",
+    )
     conda_package_cache_volume = Dict(
         {},
         config=True,
@@ -95,6 +100,7 @@ class CondaBuild(Configurable):
             virtual_packages=tuple(self.conda_virtual_packages),
             cache_dir=self.conda_repodata_cache_dir,
             timeout_seconds=self.conda_solve_timeout_seconds,
+            repodata_max_age_seconds=self.conda_repodata_max_age_seconds,
         )
 
     def conda_environment(self, text: str) -> CondaEnvironment:
@@ -111,7 +117,9 @@ class CondaBuild(Configurable):
             self._conda_lock = None
             return
         settings = self.conda_solve_settings()
-        digest = hashlib.sha256(repr((text, settings)).encode()).hexdigest()
+        key = (text, settings.default_channels, settings.channel_alias, settings.platform,
+               settings.virtual_packages)
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()
         if self._conda_lock and self._conda_lock[0] == digest:
             return  # a restart builds the same env (same file, same channels and platform)
         environment = self.conda_environment(text)

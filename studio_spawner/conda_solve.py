@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from .conda_spec import CondaEnvironment
 
 LOCK_MAX_BYTES = 512 * 1024  # the files Secret holds ≤ 1 MiB, base64 and the program included
 FETCH_ERRORS = (GatewayError, FetchRepoDataError, IoError, OSError)
-_GATEWAYS: dict[str, rattler.Gateway] = {}
+_GATEWAYS: dict[str, tuple[float, rattler.Gateway]] = {}
 
 
 class CondaSolveFailed(Exception):
@@ -53,14 +54,18 @@ class SolveSettings:
     virtual_packages: tuple[str, ...] = ()
     cache_dir: str = ""
     timeout_seconds: float = 30.0
+    repodata_max_age_seconds: float = 600.0
 
 
-def gateway(cache_dir: str) -> rattler.Gateway:
-    """One gateway per cache directory, so repodata stays in memory between solves."""
+def gateway(cache_dir: str, max_age_seconds: float) -> rattler.Gateway:
+    """One gateway per cache directory, so repodata stays in memory between solves; replaced
+    after `max_age_seconds` so new packages appear (the disk cache then revalidates over HTTP)."""
     key = cache_dir or "default"
-    if key not in _GATEWAYS:
-        _GATEWAYS[key] = rattler.Gateway(cache_dir=Path(cache_dir) if cache_dir else None)
-    return _GATEWAYS[key]
+    created, kept = _GATEWAYS.get(key, (0.0, None))
+    if kept is None or time.monotonic() - created > max_age_seconds:
+        kept = rattler.Gateway(cache_dir=Path(cache_dir) if cache_dir else None)
+        _GATEWAYS[key] = (time.monotonic(), kept)
+    return kept
 
 
 def resolve(
@@ -113,7 +118,7 @@ async def solve_lock(environment: CondaEnvironment, settings: SolveSettings) -> 
 async def _solve(environment: CondaEnvironment, settings: SolveSettings) -> str:
     channels, specs = resolve(environment, settings)
     platforms = [settings.platform, "noarch"]
-    source = gateway(settings.cache_dir)
+    source = gateway(settings.cache_dir, settings.repodata_max_age_seconds)
     try:
         names = [spec.name.normalized for spec in specs]
         found = await source.query(channels, platforms, names, recursive=False)

@@ -244,3 +244,11 @@ async def test_a_file_without_channels_gets_the_allowed_ones(spawner):
     await spawner.load_user_options()
     sent = yaml.safe_load(secret_files(spawner)["environment.yml"])
     assert sent == {"channels": ["local", "other"], "dependencies": ["pandas"]}
+
+
+def test_repodata_stays_in_memory_until_its_max_age(tmp_path):
+    from studio_spawner.conda_solve import gateway
+
+    kept = gateway(str(tmp_path), 600)
+    assert gateway(str(tmp_path), 600) is kept
+    assert gateway(str(tmp_path), 0) is not kept  # older than 0 s: a fresh gateway
