@@ -724,7 +724,7 @@ def step_user_env(config: Config, log: StepLog) -> None:
     started = time.monotonic()
     try:
         _build_user_env(config, log, prefix, spec, lock if lock_content else None, status)
-    except StepError as error:
+    except Exception as error:  # the studio home shows every failure, then main() reports it
         status.set("build-failed", prefix=prefix, error=str(error))
         raise
     seconds = round(time.monotonic() - started, 2)
@@ -754,8 +754,8 @@ def _build_user_env(
     existed = os.path.lexists(prefix)
     os.makedirs(config.envs_dir, exist_ok=True)
     args = installer_args(installer, prefix, spec, exists, lock)
-    log.say(("updating " if exists else "creating ") + prefix + (" from the lock" if
-                                                                 "--lock" in args else ""))
+    source = " from the hub's lock" if "--lock" in args else ""
+    log.say(("updating " if exists else "creating ") + prefix + source)
     log.write("running: " + " ".join(shlex.quote(a) for a in args))
     try:
         with open(status.log_path, "wb") as out:

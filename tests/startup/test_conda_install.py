@@ -131,7 +131,7 @@ def test_user_env_builds_from_the_lock_and_reports_status(
     env = {"STUDIO_INSTALLER": f"{sys.executable} {INSTALLER}",
            "CONDA_CHANNEL_ALIAS": http_channel.alias, "CONDA_PKGS_DIRS": str(pkgs)}
     result = studio.ok("user-env", **env)
-    assert "from the lock" in result.stdout
+    assert "from the hub's lock" in result.stdout
     home = studio.home / ".local" / "share" / "studio"
     status = json.loads((home / "build.json").read_text())
     assert status["state"] == "built" and status["locked"] is True
