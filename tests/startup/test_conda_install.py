@@ -200,3 +200,17 @@ def test_update_from_a_new_lock_keeps_user_packages(http_channel: Channel, tmp_p
     result = locked(http_channel.spec("  - textpkg=1.0\n"), "update")
     assert result.returncode == 0, result.stderr
     assert {"extra", "textpkg", "hello"} <= packages(prefix)
+
+
+def test_channel_names_in_specs_resolve_through_the_alias(http_channel: Channel, tmp_path):
+    spec = tmp_path / "environment.yml"
+    spec.write_text(f"channels: []\ndependencies: [python, '{http_channel.name}::hello']\n")
+    result = install("env", "create", "-p", str(tmp_path / "env"), "-f", str(spec),
+                     alias=http_channel.alias, pkgs=tmp_path / "pkgs")
+    assert result.returncode == 1 and "names no channels" in result.stderr
+    spec.write_text(f"channels: [{http_channel.name}]\n"
+                    f"dependencies: [python, '{http_channel.name}::hello']\n")
+    result = install("env", "create", "-p", str(tmp_path / "env"), "-f", str(spec),
+                     alias=http_channel.alias, pkgs=tmp_path / "pkgs")
+    assert result.returncode == 0, result.stderr
+    assert "hello" in packages(tmp_path / "env")
