@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
-
 from studio_spawner.devcluster import DevCluster  # noqa: E402
 from studio_spawner.devcluster.demo import DEMO_IMAGE, demo_s3, write_demo_images  # noqa: E402
 from studio_spawner.devcluster.kubelet import KubeletThread  # noqa: E402
+
 from tests.aws_fixtures import Moto, ecr_host  # noqa: E402
 from tests.hub_fixtures import Hub, start_hub  # noqa: E402
 

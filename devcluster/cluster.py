@@ -83,12 +83,19 @@ class DevCluster:
             raise DevClusterError("the devcluster runs no node")
         return self.network.host_ip
 
+    channel_name = "studio"
+
     @property
-    def channel_url(self) -> str:
-        """The conda channel of the notebook image's packages, served to pods over HTTP."""
+    def channel_alias(self) -> str:
+        """Where conda channels are served to the hub and to pods (``<alias><name>``)."""
         if self._channel_server is None:
             raise DevClusterError("the devcluster runs no node")
-        return f"http://{self.host_ip}:{self._channel_server.server_address[1]}"
+        return f"http://{self.host_ip}:{self._channel_server.server_address[1]}/"
+
+    @property
+    def channel_url(self) -> str:
+        """The conda channel of the notebook image's packages (``studio``)."""
+        return self.channel_alias + self.channel_name
 
     def image(self, name: str) -> str:
         """The reference of a devcluster image (``notebook``, ``tool``, ``nopython``…)."""
@@ -210,7 +217,13 @@ class DevCluster:
         self._provisioner.start()
         self._lap("node", started)
 
-    def _serve_channel(self, directory: Path) -> None:
+    def _serve_channel(self, channel: Path) -> None:
+        directory = self.state_dir / "channels"
+        directory.mkdir(exist_ok=True)
+        link = directory / self.channel_name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(channel)
         handler = functools.partial(_QuietHandler, directory=str(directory))
         server = http.server.ThreadingHTTPServer((self.host_ip, 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -228,5 +241,11 @@ class DevCluster:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files, no access log, never a bare 304 (rattler's sharded client needs 200s)."""
+
+    def send_head(self):  # noqa: ANN201 - http.server's signature
+        del self.headers["If-Modified-Since"]
+        return super().send_head()
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass

@@ -97,6 +97,13 @@ c.StudioSpawner.allow_custom_images = True
 c.StudioSpawner.allowed_registries = ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*"]
 c.StudioSpawner.allow_conda_with_custom_image = False
 c.StudioSpawner.conda_channels = ["conda-forge", "bioconda"]
+# Conda (docs/conda.md): the hub solves each environment.yml before the pod (a missing package
+# or a conflict shows next to the field) and the studio installs the lock; pip URLs/VCS are off.
+c.StudioSpawner.conda_solve = True
+c.StudioSpawner.conda_pip_direct_urls = False
+# A package cache shared by studios (ReadWriteMany; users sharing it must trust each other):
+# c.StudioSpawner.conda_package_cache_volume = {
+#     "persistentVolumeClaim": {"claimName": "studio-conda-pkgs"}}
 c.StudioSpawner.lifespan_default_hours = 8
 c.StudioSpawner.lifespan_min_hours = 1
 c.StudioSpawner.lifespan_max_hours = 120
@@ -125,6 +132,7 @@ if os.environ.get("STUDIO_DEMO_IMAGE"):
     c.StudioSpawner.resource_presets = []
     c.StudioSpawner.allowed_registries = ["registry.studio.test/*", "private.studio.test/*"]
     c.StudioSpawner.conda_channels = [os.environ["STUDIO_DEMO_CHANNEL"]]
+    c.StudioSpawner.conda_channel_alias = os.environ["STUDIO_DEMO_CHANNEL_ALIAS"]
     c.StudioSpawner.data_repositories = []
     if os.environ.get("STUDIO_DEMO_S3_ENDPOINT"):  # demo buckets on a local S3 server (moto)
         c.StudioSpawner.aws_endpoint_url = os.environ["STUDIO_DEMO_S3_ENDPOINT"]

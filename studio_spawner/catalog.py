@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
+from .conda_spec import CondaPolicy
+from .pip_spec import PipPolicy
 from .validators import (
     AWS_REGION,
     aws_region_error,
@@ -172,7 +174,21 @@ class StudioCatalog(Configurable):
         Unicode(),
         ["conda-forge", "bioconda"],
         config=True,
-        help="Channels an environment.yml may use (in 'channels' and in 'channel::pkg').",
+        help="""Channels an environment.yml may use: names (resolved with conda_channel_alias)
+        or URLs. Applies to every way conda names a channel: 'channels', 'channel::pkg',
+        labels, full URLs, and the [channel=…] and [url=…] keys.""",
+    )
+    conda_channel_alias = Unicode(
+        "https://conda.anaconda.org/",
+        config=True,
+        help="""Where channel names point (conda's channel_alias), for the hub's solve and the
+        studios' builds (set in pods as CONDA_CHANNEL_ALIAS when changed); e.g. a mirror.""",
+    )
+    conda_pip_direct_urls = Bool(
+        False,
+        config=True,
+        help="""Allow pip requirements from direct URLs and version control
+        (git+https://…, name @ https://…) in an environment.yml.""",
     )
     environment_yml_max_bytes = Integer(
         65536, min=1, config=True, help="Largest environment.yml accepted, in bytes."
@@ -195,7 +211,8 @@ class StudioCatalog(Configurable):
         Unicode(),
         config=True,
         help="""More environment variable names (glob patterns) users may not set, on top of
-        JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_* and HOME.""",
+        JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_*, HOME, and the conda and
+        pip channel/index settings (CONDA_*, MAMBA_*, RATTLER_*, PIP_INDEX_URL, …).""",
     )
     env_max_count = Integer(50, min=0, config=True, help="Most environment variables per studio.")
     env_value_max_chars = Integer(
@@ -218,6 +235,10 @@ class StudioCatalog(Configurable):
 
     BUILTIN_PROTECTED_ENV = (
         "JUPYTERHUB_*", "JPY_*", "STUDIO_*", "JUPYTER_IMAGE*", "MEM_*", "CPU_*", "HOME",
+        # conda, mamba, rattler and pip read channels and indexes from these: the build must
+        # use the admin's channels (docs/conda.md)
+        "CONDA_*", "MAMBA_*", "RATTLER_*", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+        "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_TRUSTED_HOST", "PIP_CONFIG_FILE",
     )
     BUILTIN_RESERVED_LABELS = (
         "hub.jupyter.org/*", "studio.jupyter.org/*", "kubernetes.io/*", "k8s.io/*",
@@ -274,6 +295,14 @@ class StudioCatalog(Configurable):
     def repository_entries(self) -> dict[str, DataRepository]:
         return {r.name: r for r in _entries(DataRepository, "data_repositories",
                                             self.data_repositories)}
+
+    def conda_policy(self) -> CondaPolicy:
+        """The environment.yml policy: channels, channel alias, pip direct URLs."""
+        return CondaPolicy(
+            tuple(self.conda_channels),
+            self.conda_channel_alias,
+            PipPolicy(direct_urls=self.conda_pip_direct_urls),
+        )
 
     def protected_env(self) -> list[str]:
         return [*self.BUILTIN_PROTECTED_ENV, *self.protected_env_names]

@@ -1,67 +1,153 @@
-"""Validate an ``environment.yml``: safe YAML, conda's schema, match specs, channel allow-list."""
+"""Read an ``environment.yml`` as conda does: safe YAML, conda's schema, conda's match-spec
+grammar (py-rattler), pip's requirement forms, and the admin's channel and pip policy.
+
+`parse_environment` returns the parsed `CondaEnvironment` and every problem; its `to_yaml()` is
+the normalised file the in-pod installers read. `conda env export` output (with build strings
+and `prefix:`) and `conda list --export` output are accepted.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
+from rattler import Channel, ChannelConfig, MatchSpec
 
-ALLOWED_KEYS = ("name", "channels", "dependencies", "variables")
+from .pip_spec import PipPolicy, check_pip_line
+
+ALLOWED_KEYS = ("name", "channels", "dependencies", "variables", "prefix")
 MAX_DEPENDENCIES = 500
-
-_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
-_VERSION = r"[A-Za-z0-9_.*+!-]+"
-_OP = r"(?:==|!=|>=|<=|~=|=|>|<)"
-_CONSTRAINT = rf"{_OP}?{_VERSION}"
-_VERSION_SPEC = rf"{_CONSTRAINT}(?:[,|]{_CONSTRAINT})*"
-_BRACKET_VALUE = r"""(?:'[^'\[\]]*'|"[^"\[\]]*"|[^,'"\[\]\s]+)"""
-_BRACKET_ITEM = rf"[a-z_]+\s*=\s*{_BRACKET_VALUE}"
-_BRACKET = rf"\[\s*{_BRACKET_ITEM}(?:\s*,\s*{_BRACKET_ITEM})*\s*\]"
-MATCH_SPEC = re.compile(
-    rf"(?:(?P<channel>[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*)::)?"
-    rf"(?P<name>{_NAME})"
-    rf"(?:\s*(?P<version>{_VERSION_SPEC})(?:\s+(?P<build>[A-Za-z0-9_.*+-]+))?)?"
-    rf"(?:\s*{_BRACKET})?"
-)
+MAX_PIP_REQUIREMENTS = 200  # pip's parser is the slow part: 200 lines validate in ~25 ms
+DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
 ENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# rattler writes a spec's URL (from `[url=…]` or a package URL) only in its canonical form.
+_URL_KEY = re.compile(r'[\[,]url="([^"]*)"')
+_LABEL = re.compile(r"/label/[^/]+$")
+_PACKAGE_FILE = re.compile(r"/[^/]+/[^/]+\.(?:tar\.bz2|conda)$")
+_EXPORT_LINE = re.compile(r"[^\s=]+(?:=[^\s=]+){0,2}")  # name=version=build
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def validate_environment_yml(text: str, channels: list[str], max_bytes: int) -> list[str]:
-    """Return every problem with an environment.yml (an empty list when it is valid)."""
+@dataclass(frozen=True)
+class CondaPolicy:
+    """What the admin allows in an environment.yml."""
+
+    channels: tuple[str, ...] = ("conda-forge", "bioconda")
+    channel_alias: str = DEFAULT_CHANNEL_ALIAS
+    pip: PipPolicy = field(default_factory=PipPolicy)
+
+    def channel_urls(self) -> frozenset[str]:
+        return _allowed_keys(self.channels, self.channel_alias)
+
+
+@dataclass(frozen=True)
+class CondaEnvironment:
+    """An environment.yml as the installers will read it."""
+
+    name: str | None = None
+    channels: tuple[str, ...] = ()
+    specs: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()
+    variables: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+    rewritten: bool = False  # conda list --export output, or a prefix: installers need to_yaml
+
+    def to_yaml(self) -> str:
+        """The normalised environment.yml (no `prefix:`; export lists become dependencies)."""
+        document: dict[str, object] = {}
+        if self.name:
+            document["name"] = self.name
+        document["channels"] = list(self.channels)
+        dependencies: list[object] = list(self.specs)
+        if self.pip:
+            dependencies.append({"pip": list(self.pip)})
+        document["dependencies"] = dependencies
+        if self.variables:
+            document["variables"] = dict(self.variables)
+        notes = "".join(f"# note: {note}\n" for note in self.notes)
+        return notes + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def validate_environment_yml(text: str, policy: CondaPolicy, max_bytes: int) -> list[str]:
+    """Every problem with an environment.yml (an empty list when it is valid)."""
+    return parse_environment(text, policy, max_bytes)[1]
+
+
+def parse_environment(
+    text: str, policy: CondaPolicy, max_bytes: int
+) -> tuple[CondaEnvironment | None, list[str]]:
+    """The environment and its problems; (None, […]) when the text cannot be read at all."""
     if not text.strip():
-        return []
+        return CondaEnvironment(), []
     size = len(text.encode())
     if size > max_bytes:
-        return [f"the file is {size} bytes; the limit is {max_bytes} bytes"]
+        return None, [f"the file is {size} bytes; the limit is {max_bytes} bytes"]
+    if text.lstrip().startswith("@EXPLICIT") or "\n@EXPLICIT" in text:
+        return None, [
+            "explicit package lists (conda list --explicit) are not accepted; paste "
+            "`conda env export` or `conda list --export` output instead"
+        ]
     document, problem = _load(text)
     if problem:
-        return [problem]
+        return None, [problem]
+    if isinstance(document, str) or document is None:
+        exported = _export_list(text)
+        if exported is not None:
+            return _check_document({"dependencies": exported}, policy, rewritten=True)
     if not isinstance(document, dict):
-        return ["the file must be a YAML mapping with 'channels' and 'dependencies' keys"]
+        return None, ["the file must be a YAML mapping with 'channels' and 'dependencies' keys"]
+    return _check_document(document, policy, rewritten="prefix" in document)
+
+
+def _check_document(
+    document: dict, policy: CondaPolicy, *, rewritten: bool
+) -> tuple[CondaEnvironment | None, list[str]]:
     problems = [
-        f"unknown key '{key}'; allowed keys are {', '.join(ALLOWED_KEYS)}"
+        f"unknown key '{key}'; allowed keys are name, channels, dependencies, variables"
         for key in document
         if key not in ALLOWED_KEYS
     ]
+    notes = []
+    if document.get("prefix") is not None:
+        notes.append(
+            "'prefix' is ignored: the environment is built in your studio's "
+            "~/.local/envs"
+        )
     name = document.get("name")
     if name is not None and not (isinstance(name, str) and ENV_NAME.fullmatch(name)):
         problems.append("'name' must be letters, digits, '_', '.' or '-' (at most 64)")
-    problems += _check_channels(document.get("channels"), channels)
-    problems += _check_dependencies(document.get("dependencies"), channels)
-    problems += _check_variables(document.get("variables"))
-    return problems
+        name = None
+    allowed = policy.channel_urls()
+    channels, channel_problems = _check_channels(document.get("channels"), policy, allowed)
+    specs, pip, dependency_problems = _check_dependencies(
+        document.get("dependencies"), policy, allowed
+    )
+    variables, variable_problems = _check_variables(document.get("variables"))
+    problems += channel_problems + dependency_problems + variable_problems
+    environment = CondaEnvironment(
+        name if isinstance(name, str) else None,
+        channels, specs, pip, variables, tuple(notes), rewritten,
+    )
+    return environment, problems
 
 
 def _load(text: str) -> tuple[object, str | None]:
-    """safe_load, refusing anchors and aliases: (document, None) or (None, problem)."""
+    """Safe YAML without anchors or aliases: (document, None) or (None, problem).
+
+    One pass of libyaml's composer (when available): an alias is a node reached twice.
+    """
+    loader = _SAFE_LOADER(text)
     try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
-                line = token.start_mark.line + 1
-                return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
-        return yaml.safe_load(text), None
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        line = _alias_line(node)
+        if line is not None:
+            return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
+        return loader.construct_document(node), None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -69,83 +155,190 @@ def _load(text: str) -> tuple[object, str | None]:
             return None, f"{where}tabs are not allowed for indentation in YAML; indent with spaces"
         problem = getattr(error, "problem", None) or str(error)
         return None, f"{where}not valid YAML ({problem})"
+    finally:
+        loader.dispose()
+
+
+def _alias_line(root: yaml.Node) -> int | None:
+    """The line of the first node used twice (an alias of an anchor), or None."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return node.start_mark.line + 1
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += node.value
+        elif isinstance(node, yaml.MappingNode):
+            stack += [part for pair in node.value for part in pair]
+    return None
 
 
 def _tab_indented(text: str) -> bool:
     return any(line.lstrip(" ").startswith("\t") for line in text.splitlines())
 
 
-def _channel_allowed(channel: str, allowed: list[str]) -> bool:
-    return channel == "nodefaults" or channel in allowed
+def _export_list(text: str) -> list[str] | None:
+    """`conda list --export` output (`name=version=build` lines, # comments) as specs."""
+    lines = [line.strip() for line in text.splitlines()]
+    specs = [line for line in lines if line and not line.startswith("#")]
+    if not specs or any(
+        not _EXPORT_LINE.fullmatch(spec) or spec_problem(spec)[0] is None for spec in specs
+    ):
+        return None
+    return specs
 
 
-def _check_channels(value: object, allowed: list[str]) -> list[str]:
+# --------------------------------------------------------------------------- channels
+
+
+def _channel_key(url: str) -> str:
+    """A channel's identity: its base URL without a trailing '/', a label or a package path."""
+    key = url.rstrip("/")
+    key = _PACKAGE_FILE.sub("", key)
+    return _LABEL.sub("", key).lower()
+
+
+@lru_cache(maxsize=64)
+def _allowed_keys(channels: tuple[str, ...], alias: str) -> frozenset[str]:
+    """Allowed channels by base URL: names resolve with the admin's alias and conda's default."""
+    keys = set()
+    for entry in channels:
+        for config in (ChannelConfig(channel_alias=alias), ChannelConfig()):
+            try:
+                keys.add(_channel_key(Channel(entry, config).base_url))
+            except Exception:  # noqa: BLE001 (a bad entry allows nothing)
+                continue
+    return frozenset(keys)
+
+
+def _channel_url(name: str) -> str | None:
+    try:
+        return Channel(name).base_url
+    except Exception:  # noqa: BLE001 (rattler's channel errors have no common base)
+        return None
+
+
+def _allowed_list(policy: CondaPolicy) -> str:
+    return ", ".join(policy.channels) or "none"
+
+
+def _check_channels(
+    value: object, policy: CondaPolicy, allowed: frozenset[str]
+) -> tuple[tuple[str, ...], list[str]]:
     if value is None:
-        return []
+        return (), []
     if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        return ["'channels' must be a list of channel names"]
-    return [
-        f"channel '{c}' is not allowed here; allowed channels: {', '.join(allowed) or 'none'}"
-        for c in value
-        if not _channel_allowed(c, allowed)
-    ]
+        return (), ["'channels' must be a list of channel names"]
+    problems = []
+    for channel in value:
+        if channel == "nodefaults":
+            continue
+        url = _channel_url(channel)
+        if url is None or _channel_key(url) not in allowed:
+            problems.append(
+                f"channel '{channel}' is not allowed here; allowed channels: "
+                f"{_allowed_list(policy)}"
+            )
+    return tuple(value), problems
 
 
-def _check_dependencies(value: object, allowed: list[str]) -> list[str]:
+# --------------------------------------------------------------------------- dependencies
+
+
+def _check_dependencies(
+    value: object, policy: CondaPolicy, allowed: frozenset[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
     if value is None:
-        return []
+        return (), (), []
     if not isinstance(value, list):
-        return ["'dependencies' must be a list of packages"]
+        return (), (), ["'dependencies' must be a list of packages"]
     if len(value) > MAX_DEPENDENCIES:
-        return [f"at most {MAX_DEPENDENCIES} dependencies are allowed"]
+        return (), (), [f"at most {MAX_DEPENDENCIES} dependencies are allowed"]
+    specs: list[str] = []
+    pip: list[str] = []
     problems: list[str] = []
     for item in value:
         if isinstance(item, dict) and list(item) == ["pip"]:
-            problems += _check_pip(item["pip"])
+            lines = item["pip"]
+            if not isinstance(lines, list):
+                problems.append("'pip' must be a list of requirements")
+                continue
+            if len(pip) + len(lines) > MAX_PIP_REQUIREMENTS:
+                problems.append(f"at most {MAX_PIP_REQUIREMENTS} pip requirements are allowed")
+                continue
+            for line in lines:
+                problem = check_pip_line(line, policy.pip)
+                if problem:
+                    problems.append(problem)
+                else:
+                    pip.append(line.strip())
         elif isinstance(item, str):
-            problems += _check_match_spec(item, allowed)
+            problem = check_match_spec(item, policy, allowed)
+            if problem:
+                problems.append(problem)
+            else:
+                specs.append(item.strip())
         else:
             problems.append(f"dependency {item!r} must be a package spec or a 'pip:' list")
-    return problems
+    return tuple(specs), tuple(pip), problems
 
 
-def _check_match_spec(spec: str, allowed: list[str]) -> list[str]:
-    match = MATCH_SPEC.fullmatch(spec.strip())
-    if not match:
-        return [
-            f"'{spec}' is not a conda package spec; write e.g. numpy, numpy>=1.26,<2, "
-            "python=3.11.* or bioconda::samtools=1.19"
-        ]
-    channel = match.group("channel")
-    if channel and not _channel_allowed(channel, allowed):
-        return [f"'{spec}' uses channel '{channel}', which is not allowed here"]
-    return []
+def _first_line(text: str) -> str | None:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line or None
 
 
-def _check_pip(value: object) -> list[str]:
-    if not isinstance(value, list):
-        return ["'pip' must be a list of requirements"]
-    problems: list[str] = []
-    for line in value:
-        if not isinstance(line, str):
-            problems.append(f"pip requirement {line!r} must be text")
-        elif line.lstrip().startswith("-"):
-            problems.append(f"pip option '{line}' is not allowed; list requirements only")
-        else:
-            try:
-                Requirement(line)
-            except InvalidRequirement as error:
-                problems.append(f"pip requirement '{line}' is not valid: {error}")
-    return problems
+def spec_problem(spec: str) -> tuple[MatchSpec | None, str | None]:
+    """(MatchSpec, None), or (None, conda's own reason the spec is not valid)."""
+    try:
+        return MatchSpec(spec), None
+    except Exception as error:  # noqa: BLE001 (rattler raises several error types)
+        return None, _first_line(str(error)) or "not valid"
 
 
-def _check_variables(value: object) -> list[str]:
+def check_match_spec(spec: str, policy: CondaPolicy, allowed: frozenset[str]) -> str | None:
+    """Why a conda match spec is refused (grammar or channel policy), or None."""
+    stripped = spec.strip()
+    if not stripped:
+        return "a dependency is empty; remove the line"
+    parsed, reason = spec_problem(stripped)
+    if parsed is None:
+        return (
+            f"'{stripped}' is not a conda package spec ({reason}); write e.g. numpy, "
+            "numpy>=1.26,<2, python=3.11.*, numpy=1.26.4=py311h64a7726_0 or "
+            "bioconda::samtools=1.19"
+        )
+    for url in _spec_channel_urls(parsed):
+        if _channel_key(url) not in allowed:
+            return (
+                f"'{stripped}' names the channel {url.rstrip('/')}, which is not allowed "
+                f"here; allowed channels: {_allowed_list(policy)}"
+            )
+    return None
+
+
+def _spec_channel_urls(spec: MatchSpec) -> list[str]:
+    """Every channel a spec names: `channel::`, `[channel=…]`, `[url=…]`, a package URL."""
+    urls = []
+    if spec.channel is not None:
+        urls.append(spec.channel.base_url)
+    urls += _URL_KEY.findall(spec.to_canonical_string())
+    return urls
+
+
+# --------------------------------------------------------------------------- variables
+
+
+def _check_variables(value: object) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     if value is None:
-        return []
+        return (), []
     if not isinstance(value, dict):
-        return ["'variables' must be a mapping of NAME: value"]
-    return [
+        return (), ["'variables' must be a mapping of NAME: value"]
+    problems = [
         f"variable name '{name}' must be letters, digits and '_'"
         for name in value
         if not (isinstance(name, str) and VARIABLE_NAME.fullmatch(name))
     ]
+    return tuple((str(k), str(v)) for k, v in value.items()), problems

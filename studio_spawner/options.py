@@ -234,7 +234,7 @@ def _conda(data: _Input, catalog: StudioCatalog, template: Template | None) -> s
             "environment_yml", f"the template '{template.id}' does not accept Conda packages"
         )
     for problem in validate_environment_yml(
-        text, catalog.conda_channels, catalog.environment_yml_max_bytes
+        text, catalog.conda_policy(), catalog.environment_yml_max_bytes
     ):
         data.errors.add("environment_yml", problem)
     return text

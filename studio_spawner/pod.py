@@ -30,6 +30,8 @@ class StartupSettings:
     installer: str = ""
     init_timeout_seconds: int = 600
     user_env_name: str = "studio"
+    conda_env: tuple[tuple[str, str], ...] = ()  # CONDA_CHANNEL_ALIAS, CONDA_PKGS_DIRS
+    package_cache: tuple[dict[str, Any], dict[str, Any]] | None = None  # (volume, mount)
 
 
 def startup_env(settings: StartupSettings) -> list[dict[str, str]]:
@@ -42,6 +44,7 @@ def startup_env(settings: StartupSettings) -> list[dict[str, str]]:
     }
     if settings.installer:
         env["STUDIO_INSTALLER"] = settings.installer
+    env.update(settings.conda_env)
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
@@ -70,11 +73,16 @@ def apply_studio(
 
     data_vols, data_mounts = pod_volumes(data)
     files_mount = {"name": "studio-files", "mountPath": FILES_MOUNT, "readOnly": True}
+    cache = [startup.package_cache] if startup.package_cache else []
+    cache_vols, cache_mounts = [v for v, _ in cache], [m for _, m in cache]
     spec["volumes"] = (spec.get("volumes") or []) + [
         {"name": "studio-files", "secret": {"secretName": files_secret, "defaultMode": 0o444}},
         *data_vols,
+        *cache_vols,
     ]
-    main["volumeMounts"] = (main.get("volumeMounts") or []) + [files_mount, *data_mounts]
+    main["volumeMounts"] = (main.get("volumeMounts") or []) + [
+        files_mount, *data_mounts, *cache_mounts
+    ]
     main["command"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("command") or [])]
     main["terminationMessagePolicy"] = "FallbackToLogsOnError"
 
@@ -129,12 +137,17 @@ def files_secret(
     *,
     labels: Mapping[str, str],
     owner: Mapping[str, Any] | None = None,
+    conda: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Secret carrying the studio's files: options, environment.yml, init script, program."""
+    """The Secret carrying the studio's files: options, environment.yml, init script, program.
+
+    `conda` replaces environment.yml with its normalised form and adds the hub's lock.
+    """
     files = {
         "options.json": json.dumps(options.to_user_options(), indent=2, sort_keys=True),
         "environment.yml": options.environment_yml,
         "init.sh": options.init_script,
+        **(conda or {}),
         **program,
     }
     metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}

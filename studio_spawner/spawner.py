@@ -20,6 +20,7 @@ from traitlets import Bool, Callable, Enum, Integer, List, TraitError, Unicode, 
 from . import pod as pod_builder
 from .aws import AwsAccess
 from .catalog import StudioCatalog
+from .conda_build import CondaBuild, CondaBuildError
 from .data import (
     DataUnavailable,
     DataVolume,
@@ -28,7 +29,7 @@ from .data import (
     ensure_volumes,
     plan_volumes,
 )
-from .errors import OptionsError
+from .errors import FieldError, OptionsError
 from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .options import StudioOptions, form_to_raw, parse_options
@@ -59,7 +60,7 @@ class _JSONResponse:
         self.data = json.dumps(data)
 
 
-class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
+class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
@@ -220,6 +221,18 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             raise
         return options.to_user_options()
 
+    async def run_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        """Parse the form, then solve its environment.yml: a missing package or a conflict is
+        shown next to the field, and the lock is kept for the start that follows."""
+        options = super().run_options_from_form(formdata)
+        try:
+            await self.prepare_conda(options.get("environment_yml") or "")
+        except CondaBuildError as error:
+            failure = OptionsError([FieldError("environment_yml", str(error))])
+            self._failed_forms[self.user.name] = (submitted_values(formdata), failure.by_field)
+            raise failure from error
+        return options
+
     def start(self) -> Any:
         """Refuse invalid options with HTTP 400 before anything is created, then start."""
         try:
@@ -306,8 +319,11 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
                 labels = self._build_common_labels({})
                 await self._replace_secret(pull_secret(self.pull_secret_name, registry, auth,
                                                        labels=labels))
+            await self.prepare_conda(self.studio_options.environment_yml)
         except DataUnavailable as error:  # its message starts with the field, data[i]
             raise StudioStartError(str(error)) from error
+        except CondaBuildError as error:
+            raise StudioStartError(f"environment_yml: {error}") from error
         except ImageUnavailable as error:
             field = "template" if self.studio_options.template else "image"
             raise StudioStartError(f"{field}: {error}") from error
@@ -318,6 +334,8 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             installer=self.startup_installer,
             init_timeout_seconds=self.init_timeout_seconds,
             user_env_name=self.user_env_name,
+            conda_env=tuple(self.conda_pod_env().items()),
+            package_cache=self.conda_cache_volume(),
         )
 
     async def get_pod_manifest(self) -> V1Pod:
@@ -343,6 +361,7 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             program_files(),
             labels=self._build_common_labels({}),
             owner=owner,
+            conda=self.conda_files(self.studio_options.environment_yml),
         )
 
     @default("after_pod_created_hook")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from devcluster.cluster import IMAGE_TAG
 from devcluster.registry import PUBLIC_HOST
@@ -66,3 +67,23 @@ def wait_for_server(hub: Hub, user: str, server: str, timeout: float = 120) -> d
             return model
         time.sleep(0.5)
     raise AssertionError(f"{user}/{server} did not become ready in {timeout} s")
+
+
+def spawn_failure(hub: Hub, user: str, server: str, options: dict) -> tuple[float, str]:
+    """Start a server that must fail; (seconds until it failed, the message or progress)."""
+    hub.api("POST", "/users", json={"usernames": [user]})
+    started = time.monotonic()
+    response = hub.api("POST", f"/users/{user}/servers/{server}", json=options)
+    if response.status_code >= 400:
+        return time.monotonic() - started, response.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        model = hub.api("GET", f"/users/{user}").json()["servers"].get(server)
+        if not model or (model.get("pending") is None and not model.get("ready")):
+            progress = requests.get(
+                f"{hub.url}/hub/api/users/{user}/servers/{server}/progress",
+                headers={"Authorization": f"token {hub.token}"}, timeout=30,
+            ).text
+            return time.monotonic() - started, progress
+        time.sleep(0.3)
+    raise AssertionError("the spawn neither failed nor succeeded")

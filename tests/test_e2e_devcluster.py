@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from .studio_fixtures import BROKEN_IMAGE, STUDIO_IMAGE, wait_for_server
+from .studio_fixtures import BROKEN_IMAGE, STUDIO_IMAGE, spawn_failure, wait_for_server
 
 OPTIONS = {"name": "RNA {seq}", "template": "demo", "env": {"GREETING": "a{b}c"},
            "labels": {"team": "genomics"}, "lifespan_hours": 2,
@@ -75,25 +75,6 @@ def test_default_and_named_side_by_side_and_restart_reuses_options(studio_hub, d
     assert {"name": "GREETING", "value": "a{b}c"} in env
     hub.api("DELETE", "/users/bo/servers/two")
     hub.api("DELETE", "/users/bo/server")
-
-
-def spawn_failure(hub, user, server, options) -> tuple[float, str]:
-    hub.api("POST", "/users", json={"usernames": [user]})
-    started = time.monotonic()
-    response = hub.api("POST", f"/users/{user}/servers/{server}", json=options)
-    if response.status_code >= 400:
-        return time.monotonic() - started, response.text
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        model = hub.api("GET", f"/users/{user}").json()["servers"].get(server)
-        if not model or (model.get("pending") is None and not model.get("ready")):
-            progress = requests.get(
-                f"{hub.url}/hub/api/users/{user}/servers/{server}/progress",
-                headers={"Authorization": f"token {hub.token}"}, timeout=30,
-            ).text
-            return time.monotonic() - started, progress
-        time.sleep(0.3)
-    raise AssertionError("the spawn neither failed nor succeeded")
 
 
 def test_unknown_image_fails_fast(studio_hub):

@@ -45,7 +45,7 @@ OPTIONS = {
     "data": [{"name": "genomes"}, {"name": "scratch", "writable": True}],
     "resources": "gpu",
     "init_script": "echo {hello} $HOME",
-    "environment_yml": "dependencies:\n  - numpy\n",
+    "environment_yml": "channels: [conda-forge]\ndependencies:\n  - numpy\n",
     "private": True,
 }
 

@@ -35,7 +35,9 @@ KERNEL_PREFIX = "studio-"
 SHEBANG_MAX = 127
 ENTRY_POINT_TYPES = ("unix_python_entry_point", "python_entry_point")
 LOG_MAX_BYTES = 1 << 20
-INSTALLERS = ("mamba", "micromamba", "conda")
+INSTALLERS = ("studio-conda-install", "mamba", "micromamba", "conda")
+LOCK_INSTALLER = "studio-conda-install"  # reads the hub's lock (images/notebook/)
+LOCK_FILE = "environment.lock"
 
 
 class StepError(Exception):
@@ -655,42 +657,93 @@ def _executable(path: str) -> str | None:
     return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
 
 
-def installer_args(installer: list[str], prefix: str, spec: str, exists: bool) -> list[str]:
-    """Arguments to create (or update) ``prefix`` from ``spec`` with this installer."""
-    if "micromamba" in os.path.basename(installer[0]):
+def installer_args(
+    installer: list[str], prefix: str, spec: str, exists: bool, lock: str | None = None
+) -> list[str]:
+    """Arguments to create (or update) ``prefix`` from ``spec`` (and the hub's lock, when this
+    installer reads locks: studio-conda-install)."""
+    names = [os.path.basename(part) for part in installer]
+    if any("micromamba" in name for name in names):
         verb = "install" if exists else "create"
         return installer + [verb, "-y", "-p", prefix, "-f", spec]
-    return installer + ["env", "update" if exists else "create", "-p", prefix, "-f", spec]
+    args = installer + ["env", "update" if exists else "create", "-p", prefix, "-f", spec]
+    if lock and LOCK_INSTALLER in names:
+        args += ["--lock", lock]
+    return args
 
 
 def _tail(text: str, lines: int) -> str:
     return "\n".join(text.rstrip("\n").split("\n")[-lines:])
 
 
+class BuildStatus:
+    """The user env's build, for the studio home: ``~/.local/share/studio/build.json`` (state
+    building / built / unchanged / build-failed, with the error) and ``build.log``."""
+
+    def __init__(self, config: Config) -> None:
+        self.dir = os.path.join(config.home, ".local", "share", "studio")
+        os.makedirs(self.dir, exist_ok=True)
+        self.path = os.path.join(self.dir, "build.json")
+        self.log_path = os.path.join(self.dir, "build.log")
+
+    def set(self, state: str, **fields: object) -> None:
+        _write_json(self.path, {"version": STATE_VERSION, "state": state, "at": _now(), **fields})
+
+    def keep(self, source: str, name: str) -> None:
+        """Copy a spec file (environment.yml, the lock) beside the status, for downloading."""
+        import shutil
+
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(self.dir, name))
+
+
 def step_user_env(config: Config, log: StepLog) -> None:
     """Step ``user-env``."""
     spec = os.path.join(config.files, "environment.yml")
-    try:
-        with open(spec, "rb") as f:
-            content = f.read()
-    except OSError:
-        content = b""
+    lock = os.path.join(config.files, LOCK_FILE)
+    content = _read_bytes(spec)
     if not content.strip():
         log.say("no environment.yml: nothing to build")
         return
+    for line in content.decode("utf-8", "replace").splitlines():
+        if line.startswith("# note: "):  # the hub's notes (an ignored prefix, a skipped solve)
+            log.say(line[2:])
+    lock_content = _read_bytes(lock)
     prefix = os.path.join(config.envs_dir, config.user_env)
     state_path = os.path.join(prefix, USER_ENV_STATE)
-    digest = hashlib.sha256(content).hexdigest()
+    digest = hashlib.sha256(content + b"\0" + lock_content).hexdigest()
+    status = BuildStatus(config)
+    status.keep(spec, "environment.yml")
+    status.keep(lock, LOCK_FILE)
     state = _read_json(state_path) or {}
     if state.get("spec_sha256") == digest:
         log.say(f"{config.user_env}: environment.yml unchanged since the last build")
+        status.set("unchanged", prefix=prefix, locked=bool(lock_content))
         return
-    _build_user_env(config, log, prefix, spec)
+    status.set("building", prefix=prefix, locked=bool(lock_content))
+    started = time.monotonic()
+    try:
+        _build_user_env(config, log, prefix, spec, lock if lock_content else None, status)
+    except Exception as error:  # the studio home shows every failure, then main() reports it
+        status.set("build-failed", prefix=prefix, error=str(error))
+        raise
+    seconds = round(time.monotonic() - started, 2)
     _write_json(state_path, {"version": STATE_VERSION, "spec_sha256": digest, "built_at": _now()})
-    log.say(f"{config.user_env}: built {prefix}")
+    status.set("built", prefix=prefix, locked=bool(lock_content), seconds=seconds)
+    log.say(f"{config.user_env}: built {prefix} in {seconds} s")
 
 
-def _build_user_env(config: Config, log: StepLog, prefix: str, spec: str) -> None:
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _build_user_env(
+    config: Config, log: StepLog, prefix: str, spec: str, lock: str | None, status: BuildStatus
+) -> None:
     """Run the installer; on failure remove a prefix it created and raise its output."""
     import shlex
     import shutil
@@ -700,20 +753,19 @@ def _build_user_env(config: Config, log: StepLog, prefix: str, spec: str) -> Non
     exists = os.path.isdir(os.path.join(prefix, "conda-meta"))
     existed = os.path.lexists(prefix)
     os.makedirs(config.envs_dir, exist_ok=True)
-    args = installer_args(installer, prefix, spec, exists)
-    log.say(("updating " if exists else "creating ") + prefix)
+    args = installer_args(installer, prefix, spec, exists, lock)
+    source = " from the hub's lock" if "--lock" in args else ""
+    log.say(("updating " if exists else "creating ") + prefix + source)
     log.write("running: " + " ".join(shlex.quote(a) for a in args))
     try:
-        result = subprocess.run(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=config.home,
-            stdin=subprocess.DEVNULL,
-        )
+        with open(status.log_path, "wb") as out:
+            result = subprocess.run(
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=config.home,
+                stdin=subprocess.DEVNULL,
+            )
     except OSError as e:
         raise StepError(f"Could not run the conda installer {installer[0]!r}: {e}.") from e
-    output = result.stdout.decode("utf-8", "replace")
+    output = _read_bytes(status.log_path).decode("utf-8", "replace")
     log.write("installer output:\n" + output)
     if result.returncode != 0:
         if not existed and os.path.isdir(prefix):

@@ -4,165 +4,30 @@ with py-rattler, and a runner that invokes the program exactly as the pod does."
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
-import json
 import os
-import platform
 import subprocess
 import sys
-import sysconfig
-import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import rattler  # test deps: py-rattler, jupyter_client, ipykernel, pyyaml
-from rattler.index import index_fs
 
 from studio_spawner.startup import program_files
 
-PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3" + "_placehold" * 20
-PY = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+from ..conda_packages import (
+    PLACEHOLDER,
+    Package,
+    PkgFile,
+    build_package,
+    host_python_package,
+    index_channel,
+    ipykernel_package,
+)
+
 HERE = Path(__file__).parent
 FAKE_CONDA = HERE / "fake_conda.py"
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3")
-
-
-# --------------------------------------------------------------------------- packages
-
-
-@dataclass
-class PkgFile:
-    """One file of a package: bytes, or a symlink; optionally with a prefix placeholder."""
-
-    data: bytes = b""
-    mode: str | None = None  # "text" / "binary": has the placeholder
-    perm: int = 0o644
-    link: str | None = None
-
-
-@dataclass
-class Package:
-    name: str
-    version: str
-    files: dict[str, PkgFile]
-    depends: list[str] = field(default_factory=list)
-    noarch: str | None = None
-    entry_points: list[str] = field(default_factory=list)
-
-
-def _add(tf: tarfile.TarFile, name: str, f: PkgFile) -> None:
-    info = tarfile.TarInfo(name)
-    info.mtime = int(time.time())
-    if f.link is not None:
-        info.type = tarfile.SYMTYPE
-        info.linkname = f.link
-        tf.addfile(info)
-        return
-    info.size = len(f.data)
-    info.mode = f.perm
-    tf.addfile(info, io.BytesIO(f.data))
-
-
-def _paths_entry(path: str, f: PkgFile) -> dict:
-    if f.link is not None:
-        digest = hashlib.sha256(f.link.encode()).hexdigest()
-        return {
-            "_path": path,
-            "path_type": "softlink",
-            "sha256": digest,
-            "size_in_bytes": len(f.link),
-        }
-    entry = {
-        "_path": path,
-        "path_type": "hardlink",
-        "sha256": hashlib.sha256(f.data).hexdigest(),
-        "size_in_bytes": len(f.data),
-    }
-    if f.mode:
-        entry.update(prefix_placeholder=PLACEHOLDER, file_mode=f.mode)
-    return entry
-
-
-def build_package(channel: Path, pkg: Package) -> Path:
-    """Write ``pkg`` as a ``.tar.bz2`` conda package into the channel."""
-    subdir = "noarch" if pkg.noarch else "linux-64"
-    out = channel / subdir
-    out.mkdir(parents=True, exist_ok=True)
-    index = {
-        "name": pkg.name,
-        "version": pkg.version,
-        "build": "0",
-        "build_number": 0,
-        "depends": pkg.depends,
-        "subdir": subdir,
-        "timestamp": int(time.time() * 1000),
-    }
-    if pkg.noarch:
-        index["noarch"] = pkg.noarch
-    else:
-        index.update(platform="linux", arch="x86_64")
-    info = {
-        "info/index.json": json.dumps(index),
-        "info/paths.json": json.dumps(
-            {"paths_version": 1, "paths": [_paths_entry(p, f) for p, f in pkg.files.items()]}
-        ),
-        "info/files": "".join(p + "\n" for p in pkg.files),
-    }
-    prefixed = [(p, f) for p, f in pkg.files.items() if f.mode]
-    if prefixed:
-        info["info/has_prefix"] = "".join(f"{PLACEHOLDER} {f.mode} {p}\n" for p, f in prefixed)
-    if pkg.entry_points:
-        info["info/link.json"] = json.dumps(
-            {
-                "package_metadata_version": 1,
-                "noarch": {"type": "python", "entry_points": pkg.entry_points},
-            }
-        )
-    path = out / f"{pkg.name}-{pkg.version}-0.tar.bz2"
-    with tarfile.open(path, "w:bz2") as tf:
-        for p, f in pkg.files.items():
-            _add(tf, p, f)
-        for p, text in info.items():
-            _add(tf, p, PkgFile(text.encode()))
-    return path
-
-
-def host_python_package() -> Package:
-    """``python``: a venv-shaped tree whose interpreter is the host's (reports its own prefix)."""
-    real = os.path.realpath(
-        sys._base_executable if hasattr(sys, "_base_executable") else sys.executable
-    )
-    cfg = (
-        f"home = {os.path.dirname(real)}\ninclude-system-site-packages = false\n"
-        f"version = {platform.python_version()}\n"
-    )
-    return Package(
-        "python",
-        platform.python_version(),
-        {
-            "pyvenv.cfg": PkgFile(cfg.encode()),
-            f"bin/{PY}": PkgFile(link=real),
-            "bin/python": PkgFile(link=PY),
-            "bin/python3": PkgFile(link=PY),
-            f"lib/{PY}/site-packages/README.txt": PkgFile(b"site-packages\n"),
-        },
-    )
-
-
-def ipykernel_package() -> Package:
-    """``ipykernel``: a .pth that lets the env import the host's ipykernel (and pip)."""
-    host_site = sysconfig.get_paths()["purelib"]
-    return Package(
-        "ipykernel",
-        "6.99.0",
-        {
-            f"lib/{PY}/site-packages/studio_test_host.pth": PkgFile((host_site + "\n").encode()),
-        },
-        depends=["python"],
-    )
 
 
 def text_package(version: str) -> Package:
@@ -224,9 +89,7 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         extra_package(),
     ):
         build_package(root, pkg)
-    (root / "noarch").mkdir(exist_ok=True)
-    asyncio.run(index_fs(root))
-    return root
+    return index_channel(root)
 
 
 async def _solve_install(channel: Path, specs: list[str], prefix: Path, cache: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BINARY_TAIL, PLACEHOLDER, PY, Studio, snapshot
+from ..conda_packages import PLACEHOLDER, PY
+from .conftest import BINARY_TAIL, Studio, snapshot
 
 FULL = ["python", "ipykernel", "textpkg ==1.0", "binpkg", "hello"]
 
