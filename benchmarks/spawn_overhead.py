@@ -1,12 +1,13 @@
-"""Spawn overhead: N start/stop cycles with StudioSpawner vs plain KubeSpawner, same run.
+"""Spawn overhead on the devcluster's real node: StudioSpawner vs plain KubeSpawner, same run.
 
-All hubs use the devcluster, its kubelet and the same demo image. StudioSpawner adds its
-options, the files Secret and the start-up steps (init containers); "StudioSpawner+AWS" also
-mounts two S3 data repositories (bucket checks, Mountpoint PV and claim) and pulls its image
-from Amazon ECR (image check, token, pull Secret), against moto as S3 and ECR. This prints what
-each costs.
+Every hub starts the same notebook image (pulled once, before measuring) as uid 1000 with
+fsGroup 100 and a home volume from the devcluster's provisioner. StudioSpawner adds its options,
+the files Secret and the start-up steps (init containers); "StudioSpawner+ECR" pulls the image
+from the private registry under an Amazon ECR name (image check and token against moto, pull
+Secret). The floor is a bare pod of the same image: creation until its container runs. Also
+prints the node's start time and the kubelet's and containerd's memory.
 
-    python benchmarks/spawn_overhead.py [N]
+    python benchmarks/spawn_overhead.py [N]      (N spawns per spawner after one warm-up)
 """
 
 from __future__ import annotations
@@ -16,66 +17,51 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml  # noqa: E402
-from studio_spawner.devcluster import DevCluster  # noqa: E402
-from studio_spawner.devcluster.demo import DEMO_IMAGE, demo_s3, write_demo_images  # noqa: E402
-from studio_spawner.devcluster.kubelet import KubeletThread  # noqa: E402
-
+from devcluster import DevCluster  # noqa: E402
+from devcluster.demo import demo_s3  # noqa: E402
 from tests.aws_fixtures import Moto, ecr_host  # noqa: E402
 from tests.hub_fixtures import Hub, start_hub  # noqa: E402
 
-COMMON = f"""
-c.JupyterHub.hub_ip = "127.0.0.1"
+
+def common(cluster: DevCluster) -> str:
+    return f"""
+c.JupyterHub.hub_ip = "{cluster.host_ip}"
 c.KubeSpawner.namespace = "default"
-c.KubeSpawner.image = "{DEMO_IMAGE}"
-c.KubeSpawner.start_timeout = 120
-c.Spawner.args = ["--ServerApp.allow_root=True"]
-c.KubeSpawner.environment = {{"HOME": "/tmp"}}
+c.KubeSpawner.image = "{cluster.image('notebook')}"
+c.KubeSpawner.start_timeout = 180
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.fs_gid = 100
+c.KubeSpawner.storage_pvc_ensure = True
+c.KubeSpawner.pvc_name_template = "claim-{{user_server}}"
+c.KubeSpawner.volumes = [{{"name": "home",
+    "persistentVolumeClaim": {{"claimName": "claim-{{user_server}}"}}}}]
+c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
 """
-STUDIO = COMMON + f"""
-c.StudioSpawner.templates = [{{"id": "demo", "display_name": "Demo", "image": "{DEMO_IMAGE}"}}]
-"""
-DATA = [{"name": "reference"}, {"name": "scratch", "writable": True}]
 
 
-def aws_config(endpoint: str, image: str) -> str:
-    return COMMON + f"""
+def studio(cluster: DevCluster, image: str) -> str:
+    return common(cluster) + f"""
 c.StudioSpawner.templates = [{{"id": "demo", "display_name": "Demo", "image": "{image}"}}]
-c.StudioSpawner.aws_endpoint_url = "{endpoint}"
-c.StudioSpawner.data_provisioning = "mountpoint"
-c.StudioSpawner.data_repositories = [
-    {{"name": "reference", "bucket": "demo-reference", "region": "eu-west-1"}},
-    {{"name": "scratch", "bucket": "demo-scratch", "region": "eu-west-1", "writable": True}},
-]
+c.StudioSpawner.allowed_registries = ["registry.studio.test/*", "*.dkr.ecr.*.amazonaws.com/*"]
 """
 
 
-def private_ecr_image(images: Path, endpoint: str) -> str:
-    """An ECR repository in moto whose image the kubelet pulls only with a pull Secret."""
-    repository, _ = Moto(endpoint).ecr_image(tag="1.0")
-    entries = yaml.safe_load(images.read_text())
-    demo = entries["images"]["devcluster.local/studio"]
-    entries["images"][f"{ecr_host()}/{repository}"] = {**demo, "pullAuth": {"username": "AWS"}}
-    images.write_text(yaml.safe_dump(entries))
-    return f"{ecr_host()}/{repository}:1.0"
-
-
-PLAIN = COMMON + """
+def plain(cluster: DevCluster) -> str:
+    return common(cluster) + """
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 """
 
 
-def cycle(hub: Hub, user: str, server: str, data: list[dict]) -> float:
+def cycle(hub: Hub, user: str, server: str) -> float:
     """Seconds from the start request until the server is ready (then stop and wait)."""
     started = time.perf_counter()
-    body = {"name": server, **({"data": data} if data else {})}
-    response = hub.api("POST", f"/users/{user}/servers/{server}", json=body)
-    response.raise_for_status()
+    hub.api("POST", f"/users/{user}/servers/{server}", json={"name": server}).raise_for_status()
     while not hub.api("GET", f"/users/{user}").json()["servers"].get(server, {}).get("ready"):
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
@@ -85,40 +71,76 @@ def cycle(hub: Hub, user: str, server: str, data: list[dict]) -> float:
     return elapsed
 
 
-def measure(config: str, env: dict[str, str], root: Path, n: int, data: list[dict] = ()
-            ) -> list[float]:
+def measure(config: str, env: dict[str, str], root: Path, n: int) -> list[float]:
     root.mkdir()
     with contextlib.contextmanager(start_hub)(root, config, env=env) as hub:
         hub.api("POST", "/users", json={"usernames": ["bench"]})
-        cycle(hub, "bench", "warmup", list(data))
-        return [cycle(hub, "bench", f"s{i}", list(data)) for i in range(n)]
+        cycle(hub, "bench", "warmup")
+        return [cycle(hub, "bench", f"s{i}") for i in range(n)]
+
+
+def bare_pod(cluster: DevCluster) -> float:
+    """Seconds from creating a pod of the image until its container runs."""
+    name = f"floor-{uuid.uuid4().hex[:6]}"
+    started = time.perf_counter()
+    cluster.request("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": name},
+        "spec": {"securityContext": {"runAsUser": 1000, "fsGroup": 100},
+                 "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "c", "image": cluster.image("notebook"),
+                                 "command": ["sleep", "300"]}]}})
+    path = f"/api/v1/namespaces/default/pods/{name}"
+    while True:
+        statuses = cluster.request("GET", path)["status"].get("containerStatuses") or []
+        if statuses and "running" in (statuses[0].get("state") or {}):
+            elapsed = time.perf_counter() - started
+            break
+        time.sleep(0.02)
+    cluster.request("DELETE", path)
+    return elapsed
+
+
+def rss_mib(pid: int | None) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main(n: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, DevCluster() as cluster, demo_s3() as aws_env:
         root = Path(tmp)
-        images = write_demo_images(root / "images")
-        with DevCluster() as cluster, KubeletThread(
-            kubeconfig=str(cluster.kubeconfig), state_dir=str(root / "kubelet"), images=str(images)
-        ), demo_s3() as aws_env:
-            env = {"KUBECONFIG": str(cluster.kubeconfig)}
-            endpoint = aws_env["STUDIO_DEMO_S3_ENDPOINT"]
-            aws = aws_config(endpoint, private_ecr_image(images, endpoint))
-            times = {
-                "KubeSpawner": measure(PLAIN, env, root / "plain", n),
-                "StudioSpawner": measure(STUDIO, env, root / "studio", n),
-                "StudioSpawner+AWS": measure(aws, {**env, **aws_env}, root / "aws", n, DATA),
-            }
+        env = {"KUBECONFIG": str(cluster.kubeconfig)}
+        endpoint = aws_env["STUDIO_DEMO_S3_ENDPOINT"]
+        repository, _ = Moto(endpoint).ecr_image(tag="1.0")
+        ecr_image = f"{ecr_host()}/{repository}:1.0"
+        cluster.push_image("notebook", ecr_image)
+        aws = studio(cluster, ecr_image) + f'\nc.StudioSpawner.aws_endpoint_url = "{endpoint}"\n'
+        floor = [bare_pod(cluster) for _ in range(n + 1)][1:]  # the first one pulls the image
+        times = {
+            "KubeSpawner": measure(plain(cluster), env, root / "plain", n),
+            "StudioSpawner": measure(studio(cluster, cluster.image("notebook")), env,
+                                     root / "studio", n),
+            "StudioSpawner+ECR": measure(aws, {**env, **aws_env}, root / "aws", n),
+            "floor (bare pod)": floor,
+        }
+        memory = {name: rss_mib(cluster._processes.pid(name))
+                  for name in ("kubelet", "containerd")}
+        timings = cluster.timings
     print(f"spawns per spawner: {n} (after one warm-up)")
-    print(f"{'spawner':<18}{'median s':>10}{'min s':>8}{'max s':>8}")
+    print(f"devcluster start: {timings}")
+    print("memory after the run (RSS): " + ", ".join(f"{k} {v:.0f} MiB"
+                                                     for k, v in memory.items()))
+    print(f"{'spawner':<20}{'median s':>10}{'min s':>8}{'max s':>8}")
     for name, values in times.items():
-        print(f"{name:<18}{statistics.median(values):>10.2f}{min(values):>8.2f}"
+        print(f"{name:<20}{statistics.median(values):>10.2f}{min(values):>8.2f}"
               f"{max(values):>8.2f}")
-    plain, studio, aws = (statistics.median(v) for v in times.values())
-    print(f"ratio StudioSpawner / KubeSpawner (median time to ready): {studio / plain:.2f}x")
-    print(f"ratio StudioSpawner+AWS / KubeSpawner: {aws / plain:.2f}x; "
-          f"/ StudioSpawner: {aws / studio:.2f}x")
+    base, ours, aws_ = (statistics.median(times[k]) for k in
+                        ("KubeSpawner", "StudioSpawner", "StudioSpawner+ECR"))
+    print(f"ratio StudioSpawner / KubeSpawner (median time to ready): {ours / base:.2f}x")
+    print(f"ratio StudioSpawner+ECR / KubeSpawner: {aws_ / base:.2f}x")
+    print(f"floor / KubeSpawner: {statistics.median(floor) / base:.2f}x")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 8)
