@@ -81,7 +81,7 @@ progress() {
 build() {  # build <output name> <package> <ldflags>; a current binary is kept as it is
     local start=$SECONDS
     if current "$1"; then
-        cp -p "$bin/$1" "$tmp/$1"
+        ln "$bin/$1" "$tmp/$1" 2>/dev/null || cp -p "$bin/$1" "$tmp/$1"
         return
     fi
     echo "devcluster: building $1 ($2)..." >&2
