@@ -27,7 +27,7 @@ from studio_spawner.data import (
 )
 from studio_spawner.options import DataMount, StudioOptions
 
-from .studio_fixtures import STUDIO_IMAGE
+from .studio_fixtures import NOPYTHON_IMAGE
 
 REPOSITORIES = {
     "reference": DataRepository(name="reference", bucket="csi-reference", prefix="genomes/v1/",
@@ -69,7 +69,7 @@ async def test_mountpoint_volumes_are_bucket_directories(devcluster: DevCluster,
     core = client.CoreV1Api(kube_api)
     namespace = f"csi-{uuid.uuid4().hex[:8]}"
     await core.create_namespace({"metadata": {"name": namespace}})
-    options = StudioOptions(name="s", image=STUDIO_IMAGE, data=(
+    options = StudioOptions(name="s", image=NOPYTHON_IMAGE, data=(
         DataMount("reference"), DataMount("results", writable=True)))
     planned = plan_volumes(options, REPOSITORIES,
                            MountpointSettings(namespace=namespace, uid=1000, gid=100))
@@ -87,18 +87,22 @@ async def test_mountpoint_volumes_are_bucket_directories(devcluster: DevCluster,
             "metadata": {"name": "studio"},
             "spec": {"securityContext": {"runAsUser": 1000, "fsGroup": 100},
                      "terminationGracePeriodSeconds": 1,
-                     "containers": [{"name": "main", "image": STUDIO_IMAGE,
-                                     "args": ["bash", "-c", script],
+                     "containers": [{"name": "main", "image": NOPYTHON_IMAGE,
+                                     "args": ["sh", "-c", script],
                                      "volumeMounts": mounts}],
                      "volumes": volumes}})
 
         async def logs() -> str:
             with contextlib.suppress(ApiException):  # 400 while the container is creating
-                text = await core.read_namespaced_pod_log("studio", namespace)
+                text = await core.read_namespaced_pod_log("studio", namespace) or ""
                 return text if "checked" in text else ""
             return ""
 
-        text = str(await _until(logs))
+        try:
+            text = str(await _until(logs))
+        except AssertionError:
+            pod = await core.read_namespaced_pod("studio", namespace)
+            raise AssertionError(f"the pod did not run its checks: {pod.status}") from None
         assert ">chr1\nACGT\n" in text, text
         assert "wrote" in text, text
         assert "Read-only file system" in text, text
