@@ -223,7 +223,7 @@ class ControlPlane:
                 f"--root-ca-file={self.ca_file}",
                 f"--cluster-signing-cert-file={self.ca_file}",
                 f"--cluster-signing-key-file={self.ca.directory / 'ca.key'}",
-                "--use-service-account-credentials=true",  # each controller with its own RBAC role
+                "--use-service-account-credentials=true",  # one identity per controller
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
                 "--node-monitor-grace-period=40s"]
 
