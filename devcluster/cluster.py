@@ -104,7 +104,8 @@ class DevCluster:
         return self._images[name].push(self.builder.store, registry, repository, [tag])
 
     def bucket_dir(self, bucket: str) -> Path:
-        """The directory standing in for S3 bucket ``bucket`` on the node (see csi.py)."""
+        """The directory standing in for S3 bucket ``bucket`` on the node, made if missing:
+        what studios mounting the bucket see (see csi.py)."""
         return csi.bucket_dir(self._s3_root, bucket)
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:

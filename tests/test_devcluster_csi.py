@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from devcluster import DevCluster
+from devcluster import DevCluster, DevClusterError
+from devcluster.csi import bucket_dir
 from studio_spawner.catalog import DataRepository
 from studio_spawner.data import (
     MOUNTPOINT_DRIVER,
@@ -59,6 +61,15 @@ def _csi_mounts(cluster: DevCluster) -> dict[str, str]:
         if fields[4].startswith(pods) and "/kubernetes.io~csi/" in fields[4]:
             mounts[fields[4]] = fields[5]
     return mounts
+
+
+@pytest.mark.parametrize("bucket", ["..", "a/b", "a..b", "Upper", "ab", "-ab", "x" * 64])
+def test_bucket_dirs_are_s3_bucket_names(tmp_path: Path, bucket: str) -> None:
+    with pytest.raises(DevClusterError, match="is not an S3 bucket name"):
+        bucket_dir(tmp_path, bucket)
+    assert list(tmp_path.iterdir()) == []
+    assert bucket_dir(tmp_path, "my.bucket-1") == tmp_path / "my.bucket-1"
+    assert (tmp_path / "my.bucket-1").is_dir()
 
 
 async def test_mountpoint_volumes_are_bucket_directories(devcluster: DevCluster,
