@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from devcluster import DevCluster, DevClusterError
+from devcluster.controlplane import GO_MODULE_DIR
 from devcluster.csi import bucket_dir
 from studio_spawner.catalog import DataRepository
 from studio_spawner.data import (
@@ -61,6 +64,17 @@ def _csi_mounts(cluster: DevCluster) -> dict[str, str]:
         if fields[4].startswith(pods) and "/kubernetes.io~csi/" in fields[4]:
             mounts[fields[4]] = fields[5]
     return mounts
+
+
+def test_the_plugin_over_its_sockets() -> None:
+    """The stand-in's Go tests: registration, identity, publish/unpublish as the kubelet calls
+    them (mounts only as root, in a private mount namespace)."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed")
+    proc = subprocess.run([go, "test", "-count=1", "./cmd/s3-csi-standin"], cwd=GO_MODULE_DIR,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("bucket", ["..", "a/b", "a..b", "Upper", "ab", "-ab", "x" * 64])
