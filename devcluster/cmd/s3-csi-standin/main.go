@@ -299,9 +299,9 @@ type mountOptions struct {
 func parseMountOptions(flags []string) (mountOptions, error) {
 	opts := mountOptions{uid: -1, gid: -1}
 	for _, flag := range flags {
-		key, value, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(flag), "--"), "=")
-		if k, v, spaced := strings.Cut(key, " "); spaced && value == "" {
-			key, value = k, strings.TrimSpace(v)
+		key, value := strings.TrimPrefix(strings.TrimSpace(flag), "--"), ""
+		if i := strings.IndexAny(key, " ="); i >= 0 { // the first space or '=' ends the key
+			key, value = key[:i], strings.TrimSpace(key[i+1:])
 		}
 		switch key {
 		case "read-only":

@@ -53,8 +53,12 @@ func TestParseMountOptions(t *testing.T) {
 	if opts != want {
 		t.Fatalf("got %+v, want %+v", opts, want)
 	}
-	opts, err = parseMountOptions([]string{"allow-delete", "allow-overwrite", "prefix=a/"})
-	if err != nil || opts != (mountOptions{prefix: "a/", uid: -1, gid: -1}) {
+	opts, err = parseMountOptions([]string{"allow-delete", "allow-overwrite", "prefix k=v/"})
+	if err != nil || opts != (mountOptions{prefix: "k=v/", uid: -1, gid: -1}) {
+		t.Fatalf("got %+v, %v", opts, err)
+	}
+	opts, err = parseMountOptions([]string{"prefix=a b/"})
+	if err != nil || opts != (mountOptions{prefix: "a b/", uid: -1, gid: -1}) {
 		t.Fatalf("got %+v, %v", opts, err)
 	}
 	for _, bad := range []string{"uid=x", "gid=-1", "uid 99999999999"} {
