@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the devcluster's Kubernetes binaries (see docs/devcluster.md): kube-apiserver, etcd,
-# kube-scheduler, kube-controller-manager, kubelet and kubectl, all from the one release in go.mod.
+# kube-scheduler, kube-controller-manager, kubelet and kubectl, all from the one release in go.mod,
+# and our own commands in cmd/ (pause, s3-csi-standin).
 #
 # Binaries go to $STUDIO_DEVCLUSTER_CACHE/<sha256 of go.sum>/bin/ (default cache:
-# ~/.cache/studio-spawner/devcluster). Nothing is rebuilt when all exist.
+# ~/.cache/studio-spawner/devcluster). Nothing is rebuilt when all exist and our own commands are
+# newer than their sources; otherwise only the missing or stale ones are built.
 # Prints the bin directory as its last line of output. Needs only Go and the Go module proxy.
 set -euo pipefail
 
@@ -16,10 +18,17 @@ else
 fi
 bin="$cache/$key/bin"
 BINARIES="kube-apiserver etcd kube-scheduler kube-controller-manager kubelet kubectl pause"
+BINARIES="$BINARIES s3-csi-standin"
+
+current() {  # current <name>: built, and (for a command of ours) newer than cmd/<name> and go.mod
+    [ -x "$bin/$1" ] || return 1
+    [ -d "$here/cmd/$1" ] || return 0
+    [ -z "$(find "$here/cmd/$1" "$here/go.mod" -newer "$bin/$1" -print -quit)" ]
+}
 
 built() {
     local name
-    for name in $BINARIES; do [ -x "$bin/$name" ] || return 0; done
+    for name in $BINARIES; do current "$name" || return 0; done
     echo "devcluster: binaries already built in $bin" >&2
     echo "$bin"
     exit 0
@@ -69,8 +78,12 @@ progress() {
         END { printf "devcluster: %s: %d packages compiled\n", name, n }' >&2
 }
 
-build() {  # build <output name> <package> <ldflags>
+build() {  # build <output name> <package> <ldflags>; a current binary is kept as it is
     local start=$SECONDS
+    if current "$1"; then
+        ln "$bin/$1" "$tmp/$1" 2>/dev/null || cp -p "$bin/$1" "$tmp/$1"
+        return
+    fi
     echo "devcluster: building $1 ($2)..." >&2
     go build -v -ldflags "$3" -o "$tmp/$1" "$2" 2>&1 | progress "$1"
     echo "devcluster: built $1 in $((SECONDS - start))s" >&2
@@ -83,6 +96,7 @@ for cmd in kube-scheduler kube-controller-manager kubelet kubectl; do
     build "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
 done
 build pause ./cmd/pause "-s -w"   # the pod sandbox image's only file
+build s3-csi-standin ./cmd/s3-csi-standin "-s -w"   # the node's stand-in S3 CSI plugin
 
 "$tmp/kube-apiserver" --version >&2
 "$tmp/etcd" --version >&2

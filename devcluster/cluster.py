@@ -6,6 +6,7 @@
         cluster.kubeconfig                    # admin kubeconfig (system:masters)
         cluster.host_ip                       # the host on the pod bridge: where pods reach us
         cluster.image("notebook")             # "registry.studio.test/notebook:1"
+        cluster.bucket_dir("team-data")       # what pods see of S3 bucket "team-data"
         cluster.request("GET", "/api/v1/pods")
 
 Two devclusters can run side by side: each has its own ports, bridge, subnet, registry
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from . import csi
 from .controlplane import ControlPlane, DevClusterError, _cache_root, find_binaries
 from .images.oci import Image
 from .images.recipes import Builder
@@ -108,6 +110,11 @@ class DevCluster:
         registry = self._registries.by_host(host)
         return self._images[name].push(self.builder.store, registry, repository, [tag])
 
+    def bucket_dir(self, bucket: str) -> Path:
+        """The directory standing in for S3 bucket ``bucket`` on the node, made if missing:
+        what studios mounting the bucket see (see csi.py)."""
+        return csi.bucket_dir(self._s3_root, bucket)
+
     def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
         return self._control.request(method, path, body, timeout)
 
@@ -151,7 +158,8 @@ class DevCluster:
         if self._provisioner:
             self._provisioner.stop()
         if self.node:
-            self.node.stop()
+            self.node.stop()  # the stand-in unmounts the pods' S3 volumes: stop it after
+            csi.stop_s3_standin(self._processes)
         if self.registries:
             self.registries.stop()
         if self.network:
@@ -187,6 +195,10 @@ class DevCluster:
             raise DevClusterError("the devcluster has built no images")
         return self._builder
 
+    @property
+    def _s3_root(self) -> Path:
+        return self.state_dir / "s3-buckets"
+
     def _lap(self, what: str, since: float) -> None:
         self.timings[what] = round(time.monotonic() - since, 2)
 
@@ -212,6 +224,7 @@ class DevCluster:
         self.node = Node(self.state_dir, bin_dir, self._processes, self._control, self.network,
                          self.registries.hosts, self._control.ca_file)
         self.node.start()
+        csi.start_s3_standin(self._processes, self.node, self._control, self._s3_root)
         self._provisioner = LocalProvisioner(self._control, self.state_dir / "volumes",
                                              NODE_NAME)
         self._provisioner.start()

@@ -29,7 +29,7 @@ from .processes import Processes
 GO_MODULE_DIR = Path(__file__).resolve().parent
 SERVICE_CIDR = "10.0.0.0/24"
 BINARIES = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller-manager", "kubelet",
-            "kubectl", "pause")
+            "kubectl", "pause", "s3-csi-standin")
 
 
 class DevClusterError(RuntimeError):
