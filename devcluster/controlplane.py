@@ -42,16 +42,22 @@ def _cache_root() -> Path:
 
 
 def find_binaries(build: bool = True, log: IO[str] | None = None) -> Path:
-    """The directory holding the Kubernetes binaries, building them with build.sh if needed."""
+    """The directory holding the devcluster's binaries.
+
+    ``build.sh`` decides: it returns at once when every binary is current, and (re)builds what
+    is missing or older than its source. ``STUDIO_DEVCLUSTER_BIN_DIR`` names prebuilt binaries.
+    """
     if env := os.environ.get("STUDIO_DEVCLUSTER_BIN_DIR"):
         bin_dir = Path(env)
-    else:
+        if not all(os.access(bin_dir / b, os.X_OK) for b in BINARIES):
+            raise DevClusterError(f"devcluster binaries not found in {bin_dir}")
+        return bin_dir
+    if not build:
         key = hashlib.sha256((GO_MODULE_DIR / "go.sum").read_bytes()).hexdigest()[:16]
         bin_dir = _cache_root() / key / "bin"
-    if all(os.access(bin_dir / b, os.X_OK) for b in BINARIES):
+        if not all(os.access(bin_dir / b, os.X_OK) for b in BINARIES):
+            raise DevClusterError(f"devcluster binaries not found in {bin_dir}")
         return bin_dir
-    if not build or "STUDIO_DEVCLUSTER_BIN_DIR" in os.environ:
-        raise DevClusterError(f"devcluster binaries not found in {bin_dir}")
     proc = subprocess.run(["bash", str(GO_MODULE_DIR / "build.sh")], stdout=subprocess.PIPE,
                           stderr=log or sys.stderr, text=True)
     if proc.returncode != 0:
