@@ -15,7 +15,10 @@
   }
 
   function condaAllowed() {
-    if (source() === "custom") return condaWithCustom;
+    if (source() === "custom") {
+      const kind = $('input[name="kind"]:checked');
+      return condaWithCustom && !(kind && kind.value === "tool");
+    }
     const template = $('input[name="template"]:checked');
     return !template || template.dataset.conda !== "false";
   }
