@@ -31,7 +31,8 @@ def tool_catalog(**extra) -> StudioCatalog:
 
 @pytest.mark.parametrize(("command", "expected"), [
     ("serve --port $CONNECT_TOOL_PORT", ["serve", "--port", "$(CONNECT_TOOL_PORT)"]),
-    ("serve --bind=127.0.0.1:${CONNECT_TOOL_PORT}", ["serve", "--bind=127.0.0.1:$(CONNECT_TOOL_PORT)"]),
+    ("serve --bind=127.0.0.1:${CONNECT_TOOL_PORT}",
+     ["serve", "--bind=127.0.0.1:$(CONNECT_TOOL_PORT)"]),
     ("serve 'two words' $CONNECT_TOOL_PORTS $HOME", ["serve", "two words", "$CONNECT_TOOL_PORTS",
                                                      "$HOME"]),
     (["a", "$(CONNECT_TOOL_PORT)"], ["a", "$(CONNECT_TOOL_PORT)"]),
