@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -103,8 +104,11 @@ func NewProxy(cfg *Config, activity *Activity) *Proxy {
 				pr.Out.Header.Set("X-Forwarded-Prefix", strings.TrimSuffix(cfg.Prefix, "/"))
 			}
 		},
-		Transport:      transport,
-		FlushInterval:  -1, // stream: flush every write (server-sent events, progress, logs)
+		Transport: transport,
+		// Bodies of unknown length (chunked, server-sent events, logs) are flushed at once
+		// by ReverseProxy; bodies with a Content-Length flush as the buffer fills.
+		FlushInterval:  0,
+		BufferPool:     copyBuffers{},
 		ModifyResponse: p.rewriteLocation,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Printf("the tool did not answer %s %s: %v", r.Method, r.URL.Path, err)
@@ -114,6 +118,15 @@ func NewProxy(cfg *Config, activity *Activity) *Proxy {
 	}
 	return p
 }
+
+// copyBuffers lends 256 KiB buffers for copying bodies (fewer system calls than the 32 KiB
+// default on large downloads and uploads).
+type copyBuffers struct{}
+
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+func (copyBuffers) Get() []byte  { return *(bufferPool.Get().(*[]byte)) }
+func (copyBuffers) Put(b []byte) { bufferPool.Put(&b) }
 
 func joinHeader(previous, value string) string {
 	if previous == "" {
