@@ -63,7 +63,11 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
-        30, min=0, config=True, help="Seconds a studio gets to shut down before it is killed."
+        30,
+        min=0,
+        config=True,
+        help="""Seconds a studio gets to shut down after SIGTERM before it is killed (the pod's
+        terminationGracePeriodSeconds, and KubeSpawner.delete_grace_period unless set).""",
     )
     startup_image_env_dirs = List(
         Unicode(),
@@ -179,6 +183,12 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return self.studio_options_from_form
+
+    @default("delete_grace_period")
+    def _default_delete_grace_period(self) -> int:
+        # KubeSpawner deletes pods with a 1 s grace period, which overrides the pod's
+        # terminationGracePeriodSeconds: keep the studio's (SIGTERM, then SIGKILL after it).
+        return self.termination_grace_period_seconds
 
     @default("cmd")
     def _default_cmd(self) -> list[str]:

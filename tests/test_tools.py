@@ -191,3 +191,19 @@ def test_progress_says_the_tool_is_awaited():
                            "involvedObject": {"fieldPath": "spec.containers{studio-connect}"}}}
     assert describe_event(event, 8080) == "Waiting for the tool to listen on port 8080…"
     assert describe_event(event) is None
+
+
+async def test_stopping_keeps_the_grace_period():
+    from traitlets.config import Config
+
+    from studio_spawner.cli import offline_spawner
+
+    config = Config()
+    config.StudioSpawner.termination_grace_period_seconds = 45
+    spawners = [offline_spawner(config)]
+    assert spawners[0].delete_grace_period == 45, "KubeSpawner's 1 s would cut SIGTERM's grace"
+    config.KubeSpawner.delete_grace_period = 3
+    spawners.append(offline_spawner(config))
+    assert spawners[1].delete_grace_period == 3, "an explicit setting wins"
+    for spawner in spawners:
+        await spawner.api.api_client.close()
