@@ -140,9 +140,10 @@ def _run_tool(spec: dict[str, Any], main: dict[str, Any], tool: ToolPod) -> None
         main["command"] = list(tool.command)
     else:
         main.pop("command", None)  # the image's own ENTRYPOINT and CMD
-    ports = main.pop("ports", None) or [
-        {"name": "notebook-port", "containerPort": tool.server_port}
-    ]
+    ports = main.get("ports") or [{"name": "notebook-port", "containerPort": tool.server_port}]
+    # The server port moves to studio-connect; every container needs a ports list, since
+    # KubeSpawner reads each one's while looking for 'notebook-port'.
+    main["ports"] = [{"name": "tool-port", "containerPort": tool.tool_port}]
     spec["containers"] = [main, connect_container(main, tool, ports), *spec["containers"][1:]]
 
 

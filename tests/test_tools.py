@@ -139,7 +139,7 @@ async def test_a_tool_pod_runs_the_tool_beside_studio_connect():
                  "JUPYTERHUB_SERVICE_URL", "JUPYTERHUB_USER", "JUPYTERHUB_ACTIVITY_URL"):
         assert name in env, name  # (the hub adds JUPYTERHUB_SERVICE_PREFIX at spawn)
     assert connect["ports"] == [{"name": "notebook-port", "containerPort": 8888}]
-    assert "ports" not in tool
+    assert tool["ports"] == [{"name": "tool-port", "containerPort": 8080}]
     assert connect["readinessProbe"]["httpGet"] == {"path": "/_connect/health", "port": 8888}
     security = connect["securityContext"]
     assert security["runAsUser"] == 1000 and security["runAsNonRoot"]
