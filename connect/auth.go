@@ -83,8 +83,7 @@ func (a *Auth) Wrap(next http.Handler) http.Handler {
 			page(w, http.StatusBadGateway, "The hub is not answering", "Try again in a moment.")
 			return
 		}
-		if !allowedBy(a.cfg.AccessScopes, user.Scopes) {
-			a.refuse(w, user)
+		if !a.admits(w, user) {
 			return
 		}
 		stripCredentials(r, a.cookieName, a.stateCookie)
@@ -166,8 +165,7 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusForbidden, "Login failed", "The hub did not accept the new token.")
 		return
 	}
-	if !allowedBy(a.cfg.AccessScopes, user.Scopes) {
-		a.refuse(w, user)
+	if !a.admits(w, user) {
 		return
 	}
 	a.setCookie(w, r, a.cookieName, a.signer.Sign(a.cookieName, token), 0)
@@ -178,10 +176,16 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusFound)
 }
 
-func (a *Auth) refuse(w http.ResponseWriter, user *HubUser) {
+// admits reports whether the user's token holds one of the studio's access scopes, and
+// answers 403 when it does not.
+func (a *Auth) admits(w http.ResponseWriter, user *HubUser) bool {
+	if allowedBy(a.cfg.AccessScopes, user.Scopes) {
+		return true
+	}
 	log.Printf("refused %s %q: no scope among %v", user.Kind, user.Name, a.cfg.AccessScopes)
 	page(w, http.StatusForbidden, "Not your studio",
 		fmt.Sprintf("%s may not open this studio: it is private, or not shared with you.", user.Name))
+	return false
 }
 
 func (a *Auth) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
