@@ -225,3 +225,40 @@ def test_a_tool_that_exits_fails_fast_with_its_output(tool_hub, probes):
     seconds, message = spawn_failure(tool_hub, "fay", "crash", {"name": "x", "template": "crash"})
     assert seconds < 30, f"took {seconds:.1f} s"
     assert "the tool failed with exit code 2" in message and "the-app-is-missing" in message
+
+
+def test_a_person_starts_a_tool_from_the_form_in_a_browser(tool_hub, devcluster):
+    """Chromium: the form shows tool templates and the custom tool choice; the spawn ends on
+    the tool's own page, after the hub's OAuth login through studio-connect."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from .test_browser import ARTIFACTS, CHROMIUM, FLAGS
+
+    hub = tool_hub
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1000, "height": 1400})
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("input[name=username]", "gus")
+        page.fill("input[name=password]", "studio")
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_url("**/hub/**")
+        page.goto(f"{hub.url}/hub/spawn/gus/browsertool")
+        assert page.is_visible("text=web tool"), "tool templates carry a badge"
+        page.check("input[name=environment_source][value=custom]")
+        assert page.is_visible("input[name=kind][value=tool]")
+        page.check("input[name=kind][value=tool]")
+        assert page.is_visible(".studio-conda-off"), "no Conda packages for a tool"
+        page.screenshot(path=str(ARTIFACTS / "spawn-form-tool.png"), full_page=True)
+        page.check("input[name=environment_source][value=template]")
+        page.check("input[name=template][value=web]")
+        page.click("summary")
+        assert page.is_visible(".studio-tool-off"), "the init script does not apply"
+        page.fill("#studio-name", "Web from a browser")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/user/gus/browsertool/**", timeout=90_000)
+        page.wait_for_selector("text=Directory listing for /", timeout=30_000)
+        browser.close()
+    pod_spec = pod(devcluster, "jupyter-gus--browsertool")["spec"]
+    assert [c["name"] for c in pod_spec["containers"]] == ["notebook", "studio-connect"]
+    stop(hub, devcluster, "gus", "browsertool")
