@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +23,9 @@ import requests
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from .connect_fixtures import CONNECT, need_go
 from .hub_fixtures import Hub, free_ports, open_as_browser, start_hub
 
-CONNECT = Path(__file__).parent.parent / "connect"
 TOOL = Path(__file__).parent / "connect_tool.py"
 OWNER = "ann"
 # server name -> the template's base_path
@@ -37,24 +36,8 @@ OPENS = {"ann": {"shared", "private"}, "ben": {"shared"}, "cal": set(),
          "admin": {"shared", "private"}}
 
 
-def _need_go() -> None:
-    if shutil.which("go") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Go is needed to build studio-connect")
-        pytest.skip("Go is not installed")
-
-
-@pytest.fixture(scope="session")
-def connect_binary() -> Path:
-    """The studio-connect binary from connect/build.sh (cached by the sources' hash)."""
-    _need_go()
-    built = subprocess.run([str(CONNECT / "build.sh")], capture_output=True, text=True,
-                           timeout=600, check=True)
-    return Path(built.stdout.strip().splitlines()[-1])
-
-
 def test_go_unit_tests():
-    _need_go()
+    need_go()
     result = subprocess.run(["go", "test", "-count=1", "./..."], cwd=CONNECT,
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "CGO_ENABLED": "0"})

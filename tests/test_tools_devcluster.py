@@ -26,7 +26,6 @@ from tornado.websocket import websocket_connect
 
 from .hub_fixtures import Hub, free_ports, open_as_browser, start_hub
 from .studio_fixtures import studio_hub_config, wait_for_server
-from .test_connect import connect_binary  # noqa: F401 (a fixture)
 from .test_e2e_devcluster import gone, pod, spawn_failure
 
 CONNECT_IMAGE = "registry.studio.test/studio-connect:test"
@@ -40,7 +39,7 @@ HTTP_SERVER = "python3 -m http.server $CONNECT_TOOL_PORT --bind 127.0.0.1"
 
 
 @pytest.fixture(scope="module")
-def tool_images(kubelet_images: Path, connect_binary: Path) -> Path:  # noqa: F811
+def tool_images(kubelet_images: Path, connect_binary: Path) -> Path:
     """Adds the three images to the devcluster kubelet's images file (read at every pull)."""
     root = kubelet_images.parent / "tool-images"
     # this kubelet overlays an image's directories on the host's, so files sit in a folder
