@@ -62,6 +62,9 @@ func newFakeHub(t *testing.T) *fakeHub {
 		}
 		json.NewEncoder(w).Encode(user)
 	})
+	mux.HandleFunc("/hub/api/", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"version": "5.5.0"})
+	})
 	mux.HandleFunc("/hub/api/users/ann/activity", func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
 		json.NewDecoder(r.Body).Decode(&body)
@@ -257,6 +260,11 @@ func TestPassKeepsThePrefixAndStripRewritesRedirects(t *testing.T) {
 
 func TestOutsideThePrefixAndHealth(t *testing.T) {
 	s := newStudio(t, http.HandlerFunc(echoPath), nil)
+	version, err := NewHub(s.cfg).Version(t.Context())
+	s.proxy.version.Store(version)
+	if resp, _ := http.Get(s.url + HealthPath); err != nil || resp.Header.Get("X-JupyterHub-Version") != "5.5.0" {
+		t.Fatalf("the hub's version is not answered: %v", err)
+	}
 	if status, _ := get(t, http.DefaultClient, s.url+"/user/ben/x/"); status != 404 {
 		t.Fatalf("another prefix got %d", status)
 	}

@@ -67,6 +67,15 @@ func (h *Hub) do(ctx context.Context, method, target, token string, body io.Read
 	return json.Unmarshal(data, into)
 }
 
+// Version asks the hub for its version (GET /hub/api/, no token needed).
+func (h *Hub) Version(ctx context.Context) (string, error) {
+	var reply struct {
+		Version string `json:"version"`
+	}
+	err := h.do(ctx, http.MethodGet, h.cfg.APIURL+"/", h.cfg.APIToken, nil, "", &reply)
+	return reply.Version, err
+}
+
 // TokenForCode finishes the OAuth login: it trades the code for the user's access token.
 func (h *Hub) TokenForCode(ctx context.Context, code string) (string, error) {
 	form := url.Values{

@@ -69,6 +69,17 @@ func run(cfg *Config) error {
 	log.Printf("%s listening on %s for %s, tool on port %d (base path: %s)", version, cfg.Listen,
 		cfg.Prefix, cfg.ToolPort, map[bool]string{true: "strip", false: "pass"}[cfg.StripPrefix])
 
+	versionKnown := make(chan struct{})
+	go func() { // the hub reads the version header when the server comes up
+		defer close(versionKnown)
+		ask, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if version, err := hub.Version(ask); err == nil {
+			proxy.version.Store(version)
+		} else {
+			log.Printf("cannot read the hub's version: %v", err)
+		}
+	}()
 	toolUp := make(chan error, 1)
 	go func() { toolUp <- waitForTool(ctx, cfg) }()
 	select {
@@ -79,6 +90,7 @@ func run(cfg *Config) error {
 		if err != nil {
 			return err
 		}
+		<-versionKnown
 		proxy.ready.Store(true)
 	case err := <-served:
 		return err

@@ -56,6 +56,7 @@ func (c touchConn) Write(p []byte) (int, error) {
 type Proxy struct {
 	cfg      *Config
 	ready    atomic.Bool
+	version  atomic.Value // the hub's version, answered as X-JupyterHub-Version
 	activity *Activity
 	reverse  *httputil.ReverseProxy
 	segments int // path segments in the prefix, e.g. 3 for /user/ann/rna/
@@ -207,6 +208,10 @@ func Router(cfg *Config, p *Proxy, authed http.Handler) http.Handler {
 	external, _ := url.PathUnescape(cfg.Prefix)
 	waiting := "Waiting for the tool to listen on port " + strconv.Itoa(cfg.ToolPort) + "."
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if version, ok := p.version.Load().(string); ok {
+			// the hub checks a server's version header when it comes up, as with singleuser
+			w.Header().Set("X-JupyterHub-Version", version)
+		}
 		switch {
 		case !p.ready.Load():
 			w.Header().Set("Retry-After", "1")
