@@ -64,12 +64,7 @@ func (a *Auth) Wrap(next http.Handler) http.Handler {
 			a.callback(w, r)
 			return
 		}
-		token, fromHeader := a.token(r)
-		if token == "" {
-			a.login(w, r)
-			return
-		}
-		user, err := a.hub.UserForToken(r.Context(), token)
+		user, fromHeader, err := a.user(r)
 		switch {
 		case errors.Is(err, errUnauthorized) && !fromHeader:
 			a.clearCookie(w, r, a.cookieName)
@@ -82,32 +77,47 @@ func (a *Auth) Wrap(next http.Handler) http.Handler {
 			log.Printf("cannot check a token with the hub: %v", err)
 			page(w, http.StatusBadGateway, "The hub is not answering", "Try again in a moment.")
 			return
+		case user == nil:
+			a.login(w, r)
+			return
 		}
 		if !a.admits(w, user) {
 			return
 		}
-		stripCredentials(r, a.cookieName, a.stateCookie)
+		stripCredentials(r, fromHeader, a.cookieName, a.stateCookie)
 		r.Header.Set(UserHeader, user.Name)
 		next.ServeHTTP(w, r)
 	})
 }
 
-// token returns the hub token of the request: an "Authorization: token …" header (API
-// clients) or the signed session cookie (browsers).
-func (a *Auth) token(r *http.Request) (string, bool) {
-	if scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok &&
-		strings.EqualFold(scheme, "token") && token != "" {
-		return strings.TrimSpace(token), true
+// user finds who sends the request: the hub user of an "Authorization: token …" header (API
+// clients), else of the signed session cookie (browsers). A header token the hub does not
+// know may be the tool's own: with a session cookie, the cookie decides and the header goes
+// on to the tool. fromHeader tells which one answered; no credentials give a nil user.
+func (a *Auth) user(r *http.Request) (user *HubUser, fromHeader bool, err error) {
+	session := ""
+	if cookie, err := r.Cookie(a.cookieName); err == nil {
+		session, _ = a.signer.Verify(a.cookieName, cookie.Value, sessionMaxAge)
 	}
-	cookie, err := r.Cookie(a.cookieName)
-	if err != nil {
-		return "", false
+	if token := headerToken(r); token != "" {
+		user, err := a.hub.UserForToken(r.Context(), token)
+		if err == nil || !errors.Is(err, errUnauthorized) || session == "" {
+			return user, true, err
+		}
 	}
-	token, ok := a.signer.Verify(a.cookieName, cookie.Value, sessionMaxAge)
-	if !ok {
-		return "", false
+	if session == "" {
+		return nil, false, nil
 	}
-	return token, false
+	user, err = a.hub.UserForToken(r.Context(), session)
+	return user, false, err
+}
+
+func headerToken(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "token") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }
 
 // login sends a browser to the hub's authorize page, remembering the page it asked for in a
@@ -199,10 +209,10 @@ func (a *Auth) clearCookie(w http.ResponseWriter, r *http.Request, name string) 
 	a.setCookie(w, r, name, "", -1)
 }
 
-// stripCredentials removes the studio's cookies and a hub token header, so the tool never
-// sees a visitor's hub token.
-func stripCredentials(r *http.Request, names ...string) {
-	if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "token") {
+// stripCredentials removes the studio's cookies and (hubHeader) the hub token header, so the
+// tool never sees a visitor's hub token.
+func stripCredentials(r *http.Request, hubHeader bool, names ...string) {
+	if hubHeader {
 		r.Header.Del("Authorization")
 	}
 	cookies := r.Cookies()

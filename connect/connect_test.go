@@ -221,11 +221,34 @@ func TestTokenHeaderAndCache(t *testing.T) {
 	if s.hub.lookups != 1 {
 		t.Fatalf("the hub was asked %d times for one token; the cache should answer", s.hub.lookups)
 	}
+	for i := 0; i < 2; i++ {
+		req, _ := http.NewRequest("GET", s.url+"/user/ann/rna/api", nil)
+		req.Header.Set("Authorization", "token nonsense")
+		resp, _ := http.DefaultClient.Do(req)
+		if resp.StatusCode != 403 {
+			t.Fatalf("an unknown token got %d", resp.StatusCode)
+		}
+	}
+	if s.hub.lookups != 2 {
+		t.Fatalf("a refused token was asked about %d times; it should be cached", s.hub.lookups-1)
+	}
+}
+
+func TestAToolsOwnTokenHeaderPassesWithASession(t *testing.T) {
+	s := newStudio(t, http.HandlerFunc(echoPath), nil)
+	browser := s.browser(t, "ben")
+	if status, _ := get(t, browser, s.url+"/user/ann/rna/"); status != 200 {
+		t.Fatalf("login: %d", status)
+	}
 	req, _ := http.NewRequest("GET", s.url+"/user/ann/rna/api", nil)
-	req.Header.Set("Authorization", "token nonsense")
-	resp, _ := http.DefaultClient.Do(req)
-	if resp.StatusCode != 403 {
-		t.Fatalf("an unknown token got %d", resp.StatusCode)
+	req.Header.Set("Authorization", "token the-tools-own")
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `user=ben cookie="" auth="token the-tools-own"`) {
+		t.Fatalf("got %d %s", resp.StatusCode, body)
 	}
 }
 

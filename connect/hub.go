@@ -98,12 +98,21 @@ func (h *Hub) TokenForCode(ctx context.Context, code string) (string, error) {
 
 // UserForToken returns the user (and the token's scopes) a token belongs to, from the cache
 // while its entry is younger than the cache age.
+// Tokens the hub refused are remembered as long, so a tool's own "token" header does not
+// cost a hub request each time.
 func (h *Hub) UserForToken(ctx context.Context, token string) (*HubUser, error) {
-	if user := h.cache.get(token); user != nil {
+	if user, found := h.cache.get(token); found {
+		if user == nil {
+			return nil, errUnauthorized
+		}
 		return user, nil
 	}
 	var user HubUser
-	if err := h.do(ctx, http.MethodGet, h.cfg.APIURL+"/user", token, nil, "", &user); err != nil {
+	err := h.do(ctx, http.MethodGet, h.cfg.APIURL+"/user", token, nil, "", &user)
+	if errors.Is(err, errUnauthorized) {
+		h.cache.put(token, nil)
+	}
+	if err != nil {
 		return nil, err
 	}
 	h.cache.put(token, &user)
@@ -121,7 +130,8 @@ func (h *Hub) ReportActivity(ctx context.Context, when time.Time) error {
 		"application/json", nil)
 }
 
-// tokenCache keeps user models by token for maxAge, holding at most limit entries.
+// tokenCache keeps user models (nil for refused tokens) by token for maxAge, holding at most
+// limit entries.
 type tokenCache struct {
 	mu      sync.Mutex
 	maxAge  time.Duration
@@ -139,15 +149,16 @@ func newTokenCache(maxAge time.Duration, limit int) *tokenCache {
 	return &tokenCache{maxAge: maxAge, limit: limit, entries: map[string]cached{}, now: time.Now}
 }
 
-func (c *tokenCache) get(token string) *HubUser {
+// get returns the cached user (nil: the hub refused the token) and whether there is one.
+func (c *tokenCache) get(token string) (*HubUser, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	entry, ok := c.entries[token]
 	if !ok || c.now().After(entry.expires) {
 		delete(c.entries, token)
-		return nil
+		return nil, false
 	}
-	return entry.user
+	return entry.user, true
 }
 
 func (c *tokenCache) put(token string, user *HubUser) {
