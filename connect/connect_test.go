@@ -272,7 +272,12 @@ func TestPassKeepsThePrefixAndStripRewritesRedirects(t *testing.T) {
 		echoPath(w, r)
 	})
 	pass := newStudio(t, tool, map[string]string{"CONNECT_BASE_PATH": "pass"})
-	if _, body := get(t, pass.browser(t, "ann"), pass.url+"/user/ann/rna/a%2Fb/c"); !strings.HasPrefix(body, "path=/user/ann/rna/a/b/c ") {
+	req, _ := http.NewRequest("GET", pass.url+"/user/ann/rna/a%2Fb/c", nil)
+	req.Header.Set("X-Forwarded-Prefix", "/spoofed")
+	req.Header.Set("Authorization", "token token-ann")
+	resp, _ := http.DefaultClient.Do(req)
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.HasPrefix(string(body), "path=/user/ann/rna/a/b/c ") || !strings.HasSuffix(string(body), "prefix=") {
 		t.Fatalf("pass: %s", body)
 	}
 	strip := newStudio(t, tool, nil)

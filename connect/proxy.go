@@ -93,7 +93,8 @@ func NewProxy(cfg *Config, activity *Activity) *Proxy {
 				}
 			}
 			if client, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
-				pr.Out.Header.Set("X-Forwarded-For", joinHeader(pr.In.Header.Get("X-Forwarded-For"), client))
+				hops := append(pr.In.Header.Values("X-Forwarded-For"), client)
+				pr.Out.Header.Set("X-Forwarded-For", strings.Join(hops, ", "))
 			}
 			if pr.Out.Header.Get("X-Forwarded-Proto") == "" {
 				pr.Out.Header.Set("X-Forwarded-Proto", "http")
@@ -101,6 +102,7 @@ func NewProxy(cfg *Config, activity *Activity) *Proxy {
 			if pr.Out.Header.Get("X-Forwarded-Host") == "" {
 				pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
 			}
+			pr.Out.Header.Del("X-Forwarded-Prefix") // only ours
 			if cfg.StripPrefix {
 				pr.Out.Header.Set("X-Forwarded-Prefix", strings.TrimSuffix(cfg.Prefix, "/"))
 			}
@@ -128,13 +130,6 @@ var bufferPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return 
 
 func (copyBuffers) Get() []byte  { return *(bufferPool.Get().(*[]byte)) }
 func (copyBuffers) Put(b []byte) { bufferPool.Put(&b) }
-
-func joinHeader(previous, value string) string {
-	if previous == "" {
-		return value
-	}
-	return previous + ", " + value
-}
 
 // toolPath is the path the tool sees: the request's path without the prefix (strip), or as is.
 func (p *Proxy) toolPath(u *url.URL) (string, string) {
