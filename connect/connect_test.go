@@ -299,6 +299,10 @@ func TestOutsideThePrefixAndHealth(t *testing.T) {
 	if status, body := get(t, http.DefaultClient, s.url+HealthPath); status != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("health: %d %s", status, body)
 	}
+	s.tool.Close()
+	if status, body := get(t, http.DefaultClient, s.url+HealthPath); status != 503 || !strings.Contains(body, "does not answer") {
+		t.Fatalf("health with the tool gone: %d %s", status, body)
+	}
 	s.proxy.ready.Store(false)
 	for _, path := range []string{HealthPath, "/user/ann/rna/"} {
 		if status, body := get(t, http.DefaultClient, s.url+path); status != 503 || !strings.Contains(body, "port") {

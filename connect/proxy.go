@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// HealthPath answers 200 once the tool listens and 503 before; it is outside the studio's
-// prefix, so the hub's proxy never routes to it (the kubelet's probe does).
+// HealthPath answers 200 while the tool accepts connections and 503 otherwise; it is outside
+// the studio's prefix, so the hub's proxy never routes to it (the kubelet's probe does).
 const HealthPath = "/_connect/health"
 
 // Activity records when bytes last moved between a client and the tool.
@@ -61,12 +61,15 @@ type Proxy struct {
 	reverse  *httputil.ReverseProxy
 	segments int // path segments in the prefix, e.g. 3 for /user/ann/rna/
 	external string
+	// toolAddress is host:port of the tool
+	toolAddress string
 }
 
 func NewProxy(cfg *Config, activity *Activity) *Proxy {
 	p := &Proxy{cfg: cfg, activity: activity, segments: strings.Count(cfg.Prefix, "/") - 1}
 	p.external, _ = url.PathUnescape(cfg.Prefix)
-	target := &url.URL{Scheme: "http", Host: net.JoinHostPort(cfg.ToolHost, strconv.Itoa(cfg.ToolPort))}
+	p.toolAddress = net.JoinHostPort(cfg.ToolHost, strconv.Itoa(cfg.ToolPort))
+	target := &url.URL{Scheme: "http", Host: p.toolAddress}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy: nil,
@@ -212,6 +215,12 @@ func Router(cfg *Config, p *Proxy, authed http.Handler) http.Handler {
 			w.Header().Set("Retry-After", "1")
 			page(w, http.StatusServiceUnavailable, "Starting", waiting)
 		case r.URL.Path == HealthPath:
+			conn, err := net.DialTimeout("tcp", p.toolAddress, time.Second)
+			if err != nil {
+				http.Error(w, "the tool does not answer on port "+strconv.Itoa(cfg.ToolPort), http.StatusServiceUnavailable)
+				return
+			}
+			conn.Close()
 			w.Header().Set("Content-Type", "application/json")
 			w.Write([]byte(`{"status":"ok"}` + "\n"))
 		case strings.HasPrefix(r.URL.Path, external):
