@@ -169,9 +169,9 @@ def connect_container(
         "ports": ports,
         "readinessProbe": {
             "httpGet": {"path": CONNECT_HEALTH_PATH, "port": tool.server_port},
-            "periodSeconds": 2,
+            "periodSeconds": 1,  # ready within a second of the tool listening
             "timeoutSeconds": 2,
-            "failureThreshold": 1,
+            "failureThreshold": 3,
         },
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                       "limits": {"memory": "128Mi"}},
