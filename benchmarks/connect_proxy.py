@@ -7,7 +7,9 @@ direct to the tool and through the proxy:
 
 - latency: sequential keep-alive GETs of a tiny page (median and p95; the difference is the
   latency the proxy adds);
-- throughput: downloads of a large body (MB/s; the ratio through / direct).
+- throughput: downloads of a large body (MB/s; the ratio through / direct), from the minimal
+  tool (memory-speed: the worst case for a proxy, which adds two copies of every byte) and from
+  the seed's example tool, `python3 -m http.server`, serving a file.
 
 Direct and proxied rounds alternate, so other load on the machine weighs on both alike.
 
@@ -24,6 +26,8 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,10 +108,10 @@ def latencies(port: int, path: str, count: int) -> list[float]:
     return times
 
 
-def throughput(port: int, prefix: str, mb: int) -> float:
+def throughput(port: int, path: str, mb: int) -> float:
     """MB/s of one download of `mb` MiB."""
     connection = http.client.HTTPConnection("127.0.0.1", port)
-    connection.request("GET", f"{prefix}big?mb={mb}", headers={"Authorization": "token bench"})
+    connection.request("GET", path, headers={"Authorization": "token bench"})
     response = connection.getresponse()
     buffer = bytearray(1 << 20)
     view = memoryview(buffer)
@@ -119,6 +123,17 @@ def throughput(port: int, prefix: str, mb: int) -> float:
     connection.close()
     assert total == mb << 20, total
     return total / 2**20 / elapsed
+
+
+def compare(direct: tuple[int, str], proxied: tuple[int, str], mb: int) -> tuple[float, ...]:
+    """Median MB/s direct and proxied over alternating rounds, and the median ratio."""
+    direct_runs, proxied_runs = [], []
+    for _ in range(ROUNDS):
+        direct_runs.append(throughput(*direct, mb))
+        proxied_runs.append(throughput(*proxied, mb))
+    ratios = [p / d for p, d in zip(proxied_runs, direct_runs, strict=True)]
+    median = statistics.median
+    return median(direct_runs), median(proxied_runs), median(ratios)
 
 
 def main() -> None:
@@ -142,29 +157,20 @@ def main() -> None:
     }
     proxy = subprocess.Popen([binary], env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if latencies(proxy_port, f"{prefix}small", 0) == []:
-                    break
-            except (OSError, AssertionError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_up(proxy_port, prefix)
         # Alternate direct and proxied rounds, so load from elsewhere on the machine weighs on
         # both alike; compare medians.
-        direct, proxied, direct_runs, proxied_runs = [], [], [], []
+        direct: list[float] = []
+        proxied: list[float] = []
         for _ in range(ROUNDS):
             direct += latencies(tool_port, "/small", args.requests // ROUNDS)
             proxied += latencies(proxy_port, f"{prefix}small", args.requests // ROUNDS)
-        for _ in range(ROUNDS):
-            direct_runs.append(throughput(tool_port, "/", args.mb))
-            proxied_runs.append(throughput(proxy_port, prefix, args.mb))
-        direct_mbs, proxied_mbs = statistics.median(direct_runs), statistics.median(proxied_runs)
-        ratios = sorted(p / d for p, d in zip(proxied_runs, direct_runs, strict=True))
+        big = f"big?mb={args.mb}"
+        memory = compare((tool_port, "/" + big), (proxy_port, prefix + big), args.mb)
     finally:
         proxy.terminate()
         proxy.wait(10)
+    seed = seed_example(binary, env, args.mb)
 
     def ms(values: list[float], q: float) -> float:
         return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if q < 100 else 0
@@ -176,9 +182,50 @@ def main() -> None:
     print(f"latency proxied: median {median_p:.3f} ms, p95 {p95_p:.3f} ms")
     print(f"added latency:   median {median_p - median_d:.3f} ms (target <= 1 ms), "
           f"p95 {p95_p - p95_d:.3f} ms; ratio {median_p / median_d:.2f}x")
-    print(f"throughput (median of {ROUNDS} alternating downloads) direct {direct_mbs:.0f} MB/s, "
-          f"proxied {proxied_mbs:.0f} MB/s: ratio {proxied_mbs / direct_mbs:.2f}x "
-          f"(target >= 0.9x); per-round ratios {', '.join(f'{r:.2f}' for r in ratios)}")
+    for name, (direct_mbs, proxied_mbs, ratio) in (("minimal tool", memory),
+                                                   ("python3 -m http.server", seed)):
+        print(f"throughput from the {name} (medians of {ROUNDS} alternating downloads): direct "
+              f"{direct_mbs:.0f} MB/s, proxied {proxied_mbs:.0f} MB/s: ratio {ratio:.2f}x "
+              "(target >= 0.9x)")
+
+
+def seed_example(binary: str, env: dict[str, str], mb: int) -> tuple[float, ...]:
+    """Downloads of a file from `python3 -m http.server`, direct and through studio-connect."""
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "small"), "wb") as out:
+            out.write(b"ok")
+        with open(os.path.join(folder, "data.bin"), "wb") as out:
+            for _ in range(mb):
+                out.write(CHUNK)
+        tool_port, proxy_port = free_port(), free_port()
+        tool = subprocess.Popen([sys.executable, "-m", "http.server", str(tool_port), "--bind",
+                                 "127.0.0.1", "--directory", folder],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        prefix = env["JUPYTERHUB_SERVICE_PREFIX"]
+        env = {**env, "CONNECT_TOOL_PORT": str(tool_port),
+               "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{proxy_port}{prefix}"}
+        proxy = subprocess.Popen([binary], env=env, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_up(proxy_port, prefix)
+            return compare((tool_port, "/data.bin"), (proxy_port, prefix + "data.bin"), mb)
+        finally:
+            proxy.terminate()
+            tool.terminate()
+            proxy.wait(10)
+            tool.wait(10)
+
+
+def wait_until_up(port: int, prefix: str) -> None:
+    """Wait until studio-connect answers (the tool listens and the token is accepted)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            latencies(port, f"{prefix}small", 0)
+            return
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":
