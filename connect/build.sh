@@ -9,9 +9,13 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${STUDIO_CONNECT_CACHE:-$HOME/.cache/studio-spawner/connect}"
-sources() { (cd "$here" && ls go.mod ./*.go | grep -v '_test\.go$' | sort); }
+sources() {  # what the binary is built from: go.mod, go.sum (once there are modules), *.go
+    cd "$here"
+    if [ -f go.sum ]; then echo go.sum; fi
+    ls go.mod ./*.go | grep -v '_test\.go$'
+}
 if command -v sha256sum >/dev/null 2>&1; then sum=(sha256sum); else sum=(shasum -a 256); fi
-key="$(cd "$here" && sources | xargs "${sum[@]}" | "${sum[@]}" | cut -c1-16)"
+key="$(sources | sort | (cd "$here" && xargs "${sum[@]}") | "${sum[@]}" | cut -c1-16)"
 binary="$cache/$key/studio-connect"
 if [ -x "$binary" ]; then
     echo "$binary"
