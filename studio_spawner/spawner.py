@@ -332,6 +332,7 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
         Runs before the pod exists; a problem fails the spawn at once with the reason.
         """
         assert self.studio_options is not None
+        self.tool_pod()  # a web tool that cannot run here fails before anything is created
         try:
             planned = self.data_volumes()
             if planned and self.check_data_buckets:
