@@ -230,18 +230,11 @@ def test_a_person_starts_a_tool_from_the_form_in_a_browser(tool_hub, devcluster)
     """Chromium: the form shows tool templates and the custom tool choice; the spawn ends on
     the tool's own page, after the hub's OAuth login through studio-connect."""
     playwright = pytest.importorskip("playwright.sync_api")
-    from .test_browser import ARTIFACTS, CHROMIUM, FLAGS
+    from .test_browser import ARTIFACTS, logged_in_page
 
     hub = tool_hub
-    ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1000, "height": 1400})
-        page.goto(f"{hub.url}/hub/login")
-        page.fill("input[name=username]", "gus")
-        page.fill("input[name=password]", "studio")
-        page.click("input[type=submit], button[type=submit]")
-        page.wait_for_url("**/hub/**")
+        browser, page = logged_in_page(p, hub, "gus", height=1400)
         page.goto(f"{hub.url}/hub/spawn/gus/browsertool")
         assert page.is_visible("text=web tool"), "tool templates carry a badge"
         page.check("input[name=environment_source][value=custom]")
