@@ -78,7 +78,17 @@ c.StudioSpawner.templates = [
         "image": "quay.io/jupyter/r-notebook:2024-07-29",
         "conda": True,
     },
+    {  # any web tool runs behind the studio-connect proxy (docs/tools.md)
+        "id": "vscode",
+        "display_name": "VS Code",
+        "description": "code-server in the browser",
+        "image": "docker.io/codercom/code-server:4.96.4",
+        "kind": "tool",
+        "command": "code-server --auth none --bind-addr 127.0.0.1:$CONNECT_TOOL_PORT",
+    },
 ]
+# The proxy image of web tool studios: build images/connect and push it to your registry.
+c.StudioSpawner.connect_image = "registry.example.com/studio-connect:0.1.0"
 c.StudioSpawner.resource_presets = [
     {"id": "small", "display_name": "Small", "description": "1 CPU, 2 GB",
      "cpu_limit": 1, "mem_limit": "2G"},

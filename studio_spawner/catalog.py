@@ -8,6 +8,7 @@ are checked when they are set, and an error names the setting and the entry.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -29,6 +30,14 @@ DATA_NAME_MAX = 58  # the pod volume "data-<name>" is a DNS label of at most 63 
 CLAIM_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
 AWS_ACCOUNT = re.compile(r"[0-9]{12}")
 QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:m|k|Ki|M|Mi|G|Gi|T|Ti)?")
+KINDS = ("jupyter", "tool")
+BASE_PATHS = ("strip", "pass")
+TOOL_PORT_VAR = "CONNECT_TOOL_PORT"
+# $CONNECT_TOOL_PORT and ${CONNECT_TOOL_PORT} in a catalogue command become Kubernetes'
+# $(CONNECT_TOOL_PORT), which the kubelet expands without a shell.
+_SHELL_PORT = re.compile(r"\$(?:\{CONNECT_TOOL_PORT\}|CONNECT_TOOL_PORT(?![A-Za-z0-9_]))")
+COMMAND_MAX_ARGS = 100
+COMMAND_MAX_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,53 @@ class Template:
     conda: bool = True
     resources: tuple[str, ...] = ()
     default_resources: str | None = None
+    kind: str = "jupyter"
+    command: tuple[str, ...] | str | None = None
+    base_path: str = "strip"
+    port: int | None = None
+
+    @property
+    def tool_command(self) -> list[str] | None:
+        """The tool's command for Kubernetes (None: the image's own), see `tool_command`."""
+        return tool_command(self.command)
+
+
+def tool_command(command: tuple[str, ...] | list[str] | str | None) -> list[str] | None:
+    """A catalogue command as a Kubernetes command list: a string is split like a shell
+    would (no expansion), and $CONNECT_TOOL_PORT / ${CONNECT_TOOL_PORT} become
+    $(CONNECT_TOOL_PORT)."""
+    if command is None:
+        return None
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    return [_SHELL_PORT.sub(f"$({TOOL_PORT_VAR})", word) for word in words]
+
+
+def _template_problem(template: Template) -> str | None:
+    """'key: message' for the first bad tool field of a template, or None."""
+    if template.kind not in KINDS:
+        return f"kind: '{template.kind}' is not a kind; use {' or '.join(KINDS)}"
+    if template.kind == "jupyter":
+        for key in ("command", "port"):
+            if getattr(template, key) is not None:
+                return f"{key}: only tool templates (kind: tool) take a {key}"
+        return None
+    if template.base_path not in BASE_PATHS:
+        return f"base_path: '{template.base_path}' is not allowed; use strip or pass"
+    port = template.port
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
+        return f"port: {port!r} is not a port number from 1 to 65535"
+    if template.command is None:
+        return None
+    try:
+        words = tool_command(template.command)
+    except (ValueError, TypeError) as error:
+        return f"command: {error}; give a list of words or a shell-quoted string"
+    if not words or not all(isinstance(w, str) and w and "\0" not in w for w in words):
+        return "command: give one or more non-empty words (a list or a string)"
+    if len(words) > COMMAND_MAX_ARGS or sum(map(len, words)) > COMMAND_MAX_CHARS:
+        return f"command: at most {COMMAND_MAX_ARGS} words and {COMMAND_MAX_CHARS} characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -114,7 +170,12 @@ class StudioCatalog(Configurable):
         help="""Template images offered on the form. Each entry is a dict with keys
         id, display_name, image, and optional description, default_url (default /lab),
         conda (allow Conda packages, default True), resources (allowed preset ids; empty
-        means all) and default_resources.""",
+        means all), default_resources, and kind: 'jupyter' (default; the image runs
+        jupyterhub-singleuser) or 'tool' (any web tool behind the studio-connect proxy, see
+        docs/tools.md). Tool templates take command (a list of words or a string; the image's
+        own ENTRYPOINT and CMD when missing; $CONNECT_TOOL_PORT is the port to listen on),
+        base_path ('strip': the tool serves at /, default; 'pass': it gets the studio's
+        URL prefix) and port (default StudioSpawner.connect_tool_port).""",
     )
     resource_presets = List(
         Dict(),
@@ -138,6 +199,12 @@ class StudioCatalog(Configurable):
     )
     allow_custom_images = Bool(
         True, config=True, help="Let users type a custom image instead of picking a template."
+    )
+    allow_custom_tools = Bool(
+        False,
+        config=True,
+        help="""Let users start a custom image as a web tool (kind 'tool'): the image's own
+        ENTRYPOINT and CMD run and must listen on $CONNECT_TOOL_PORT (docs/tools.md).""",
     )
     allowed_registries = List(
         Unicode(),
@@ -251,6 +318,9 @@ class StudioCatalog(Configurable):
             problem = parse_image(entry.image)
             if isinstance(problem, str):
                 raise TraitError(f"StudioSpawner.templates[{index}].image: {problem}")
+            tool_problem = _template_problem(entry)
+            if tool_problem:
+                raise TraitError(f"StudioSpawner.templates[{index}].{tool_problem}")
         return proposal["value"]
 
     @validate("resource_presets")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .catalog import StudioCatalog, Template
+from .catalog import KINDS, StudioCatalog, Template
 from .conda_spec import validate_environment_yml
 from .errors import Collector, FieldError
 from .images import ecr_policy_error
@@ -30,6 +30,7 @@ DESCRIPTION_MAX = 500
 KNOWN_KEYS = (
     "name", "description", "template", "image", "environment_yml", "data", "private",
     "workspace", "lifespan_hours", "env", "labels", "resources", "disk_gib", "init_script",
+    "kind",
 )
 _INTEGER = re.compile(r"[0-9]{1,6}")
 
@@ -60,10 +61,16 @@ class StudioOptions:
     resources: str | None = None
     disk_gib: int = 10
     init_script: str = ""
+    kind: str = "jupyter"
 
     @property
     def keep_running(self) -> bool:
         return self.lifespan_hours is None
+
+    @property
+    def is_tool(self) -> bool:
+        """A web tool behind studio-connect, not a Jupyter server."""
+        return self.kind == "tool"
 
     def to_user_options(self) -> dict[str, Any]:
         """The JSON the hub stores as user_options (see docs/architecture.md)."""
@@ -71,6 +78,7 @@ class StudioOptions:
         stored["data"] = [asdict(mount) for mount in self.data]
         if self.template is not None:
             stored["image"] = None
+            stored["kind"] = None  # the template's kind, read again at every start
         return stored
 
 
@@ -158,12 +166,14 @@ def parse_options(
         if key not in KNOWN_KEYS:
             errors.add(key, f"unknown option; known options are {', '.join(KNOWN_KEYS)}")
     template, image = _environment(data, catalog)
+    kind = _kind(data, catalog, template)
     options = StudioOptions(
         name=data.text("name", NAME_MAX, required=True),
         description=data.text("description", DESCRIPTION_MAX, multiline=True),
         template=template.id if template else None,
         image=image,
-        environment_yml=_conda(data, catalog, template),
+        kind=kind,
+        environment_yml=_conda(data, catalog, template, kind),
         data=_data_mounts(data, catalog),
         private=data.boolean("private", catalog.private_default),
         workspace=_workspace(data, workspaces, workspace_required),
@@ -172,7 +182,7 @@ def parse_options(
         labels=_labels(data, catalog),
         resources=_resources(data, catalog, template),
         disk_gib=_disk(data, catalog, existing_disk_gib),
-        init_script=data.text("init_script", catalog.init_script_max_bytes, multiline=True),
+        init_script=_init_script(data, catalog, kind),
     )
     errors.raise_if_any()
     return options
@@ -219,11 +229,41 @@ def _environment(data: _Input, catalog: StudioCatalog) -> tuple[Template | None,
     return None, custom
 
 
-def _conda(data: _Input, catalog: StudioCatalog, template: Template | None) -> str:
+def _kind(data: _Input, catalog: StudioCatalog, template: Template | None) -> str:
+    """A template's kind, or the kind chosen for a custom image (tools when allowed)."""
+    value = data.get("kind", "")
+    if template is not None:
+        if value not in ("", template.kind):
+            data.errors.add("kind", f"the template '{template.id}' is a {template.kind} studio; "
+                            "leave the kind out")
+        return template.kind
+    if value == "":
+        return "jupyter"
+    if value not in KINDS:
+        data.errors.add("kind", f"choose one of: {', '.join(KINDS)}")
+        return "jupyter"
+    if value == "tool" and not catalog.allow_custom_tools:
+        data.errors.add("kind", "custom images cannot run as web tools here; choose jupyter")
+        return "jupyter"
+    return value
+
+
+def _init_script(data: _Input, catalog: StudioCatalog, kind: str) -> str:
+    text = data.text("init_script", catalog.init_script_max_bytes, multiline=True)
+    if text.strip() and kind == "tool":
+        data.errors.add("init_script", "web tools run their own command, without a start-up "
+                        "shell; clear the init script")
+    return text
+
+
+def _conda(data: _Input, catalog: StudioCatalog, template: Template | None, kind: str) -> str:
     text = data.text("environment_yml", catalog.environment_yml_max_bytes, multiline=True)
     if not text.strip():
         return ""
-    if template is None and data.get("image", None) and not catalog.allow_conda_with_custom_image:
+    if kind == "tool":
+        data.errors.add("environment_yml", "Conda packages are for Jupyter studios; web tools "
+                        "run their image as it is; clear the packages")
+    elif template is None and data.get("image", None) and not catalog.allow_conda_with_custom_image:
         data.errors.add(
             "environment_yml",
             "Conda packages cannot be added to a custom image here; choose a template or "
@@ -375,6 +415,7 @@ def form_to_raw(formdata: Mapping[str, Sequence[str]]) -> tuple[dict[str, Any], 
     source = one("environment_source", "template")
     writable = set(formdata.get("data_writable", []))
     raw: dict[str, Any] = {
+        "kind": (one("kind") or None) if source == "custom" else None,
         "name": one("name"),
         "description": one("description"),
         "template": one("template") if source == "template" else None,

@@ -20,6 +20,28 @@ LAUNCHER = f"{FILES_MOUNT}/studio_startup.sh"
 STARTUP_STEPS = ("sync-envs", "user-env", "kernels")
 OPTIONS_ANNOTATION = "studio.jupyter.org/options"
 LABEL_PREFIX = "studio.jupyter.org"
+CONNECT_CONTAINER = "studio-connect"
+CONNECT_HEALTH_PATH = "/_connect/health"
+TOOL_PORT_VAR = "CONNECT_TOOL_PORT"
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class ToolPod:
+    """How a web tool runs behind the studio-connect proxy (see docs/tools.md).
+
+    `command` None keeps the image's ENTRYPOINT and CMD; `server_port` is where the hub
+    expects the server (the proxy listens there), `tool_port` where the tool must listen.
+    """
+
+    connect_image: str
+    server_port: int
+    tool_port: int
+    command: tuple[str, ...] | None = None
+    base_path: str = "strip"
+    wait_seconds: int = 300
+    activity_seconds: int = 300
+    auth_cache_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -63,13 +85,19 @@ def apply_studio(
     pull_secret: str | None = None,
     startup: StartupSettings,
     grace_seconds: int,
+    tool: ToolPod | None = None,
 ) -> dict[str, Any]:
-    """Return a copy of KubeSpawner's pod with the studio's pieces applied."""
+    """Return a copy of KubeSpawner's pod with the studio's pieces applied.
+
+    With `tool`, the main container runs the tool (no start-up steps) and the studio-connect
+    sidecar stands where the hub expects the server.
+    """
     pod = json.loads(json.dumps(pod))
     spec = pod["spec"]
     main = spec["containers"][0]
     user_env = [{"name": k, "value": v} for k, v in options.env.items()]
-    main["env"] = merge_env(merge_env(main.get("env") or [], startup_env(startup)), user_env)
+    own_env = tool_env(tool) if tool else startup_env(startup)
+    main["env"] = merge_env(merge_env(main.get("env") or [], own_env), user_env)
 
     data_vols, data_mounts = pod_volumes(data)
     files_mount = {"name": "studio-files", "mountPath": FILES_MOUNT, "readOnly": True}
@@ -83,14 +111,16 @@ def apply_studio(
     main["volumeMounts"] = (main.get("volumeMounts") or []) + [
         files_mount, *data_mounts, *cache_mounts
     ]
-    main["command"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("command") or [])]
     main["terminationMessagePolicy"] = "FallbackToLogsOnError"
-
-    spec["initContainers"] = (spec.get("initContainers") or []) + [
-        _step_container(main, step)
-        for step in STARTUP_STEPS
-        if step != "user-env" or options.environment_yml.strip()
-    ]
+    if tool:
+        _run_tool(spec, main, tool)
+    else:
+        main["command"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("command") or [])]
+        spec["initContainers"] = (spec.get("initContainers") or []) + [
+            _step_container(main, step)
+            for step in STARTUP_STEPS
+            if step != "user-env" or options.environment_yml.strip()
+        ]
     spec["terminationGracePeriodSeconds"] = grace_seconds
     if pull_secret:
         pulls = spec.get("imagePullSecrets") or []
@@ -104,6 +134,64 @@ def apply_studio(
         OPTIONS_ANNOTATION: json.dumps(options.to_user_options(), sort_keys=True),
     }
     return pod
+
+
+def tool_env(tool: ToolPod) -> list[dict[str, str]]:
+    """What the tool container learns: the port it must listen on."""
+    return [{"name": TOOL_PORT_VAR, "value": str(tool.tool_port)}]
+
+
+def _run_tool(spec: dict[str, Any], main: dict[str, Any], tool: ToolPod) -> None:
+    """Run the tool in the main container and put studio-connect in front of it."""
+    main.pop("args", None)  # KubeSpawner's jupyterhub-singleuser arguments
+    if tool.command:
+        main["command"] = list(tool.command)
+    else:
+        main.pop("command", None)  # the image's own ENTRYPOINT and CMD
+    ports = main.get("ports") or [{"name": "notebook-port", "containerPort": tool.server_port}]
+    # The server port moves to studio-connect; every container needs a ports list, since
+    # KubeSpawner reads each one's while looking for 'notebook-port'.
+    main["ports"] = [{"name": "tool-port", "containerPort": tool.tool_port}]
+    spec["containers"] = [main, connect_container(main, tool, ports), *spec["containers"][1:]]
+
+
+def connect_container(
+    main: dict[str, Any], tool: ToolPod, ports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The studio-connect sidecar: the hub's JUPYTERHUB_* variables, the tool's settings, a
+    readiness probe that passes once the tool listens, and no privileges."""
+    hub_env = [e for e in main.get("env") or [] if e["name"].startswith("JUPYTERHUB_")]
+    settings = {
+        TOOL_PORT_VAR: str(tool.tool_port),
+        "CONNECT_BASE_PATH": tool.base_path,
+        "CONNECT_TOOL_WAIT_SECONDS": str(tool.wait_seconds),
+        "JUPYTERHUB_ACTIVITY_INTERVAL": str(tool.activity_seconds),
+        "CONNECT_AUTH_CACHE_SECONDS": str(tool.auth_cache_seconds),
+    }
+    uid = (main.get("securityContext") or {}).get("runAsUser")
+    return {
+        "name": CONNECT_CONTAINER,
+        "image": tool.connect_image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": merge_env(hub_env, [{"name": k, "value": v} for k, v in settings.items()]),
+        "ports": ports,
+        "readinessProbe": {
+            "httpGet": {"path": CONNECT_HEALTH_PATH, "port": tool.server_port},
+            "periodSeconds": 1,  # ready within a second of the tool listening
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"memory": "128Mi"}},
+        "securityContext": {
+            "runAsUser": uid if isinstance(uid, int) and uid > 0 else NOBODY,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def studio_labels(options: StudioOptions) -> dict[str, str]:

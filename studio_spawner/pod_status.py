@@ -24,38 +24,50 @@ FATAL_WAITING = {
 }
 
 
-def _describe(name: str) -> str:
+CONNECT = "studio-connect"
+CONTAINER_TITLES = {CONNECT: "the studio's proxy (studio-connect)"}
+
+
+def _describe(name: str, tool: bool = False) -> str:
     title = STEP_TITLES.get(name)
-    return f"start-up step '{title}'" if title else f"container '{name}'"
+    if title:
+        return f"start-up step '{title}'"
+    if tool and name == "notebook":
+        return "the tool"
+    return CONTAINER_TITLES.get(name, f"container '{name}'")
 
 
-def _terminated_failure(name: str, terminated: dict[str, Any] | None) -> str | None:
+def _terminated_failure(
+    name: str, terminated: dict[str, Any] | None, tool: bool = False
+) -> str | None:
     if not terminated or terminated.get("exitCode", 0) == 0:
         return None
     message = (terminated.get("message") or terminated.get("reason") or "").strip()
     failed = "failed (build failed)" if name == "studio-user-env" else "failed"
-    text = f"{_describe(name)} {failed} with exit code {terminated['exitCode']}"
+    text = f"{_describe(name, tool)} {failed} with exit code {terminated['exitCode']}"
     return f"{text}: {message}" if message else text
 
 
-def _status_failure(status: dict[str, Any], init: bool) -> str | None:
+def _status_failure(status: dict[str, Any], init: bool, tool: bool = False) -> str | None:
     name = status.get("name", "?")
     state = status.get("state") or {}
     waiting = state.get("waiting") or {}
     if waiting.get("reason") in FATAL_WAITING:
         detail = waiting.get("message") or ""
         last = (status.get("lastState") or {}).get("terminated")
-        crashed = _terminated_failure(name, last)
+        crashed = _terminated_failure(name, last, tool)
         if crashed:
             return crashed
-        text = f"{_describe(name)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
+        text = f"{_describe(name, tool)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
         return f"{text}: {detail}" if detail else text
     for terminated in (state.get("terminated"), (status.get("lastState") or {}).get("terminated")):
-        failure = _terminated_failure(name, terminated)
+        failure = _terminated_failure(name, terminated, tool)
         if failure:
             return failure
     if not init and state.get("terminated"):
-        return f"{_describe(name)} exited before the server was ready"
+        text = f"{_describe(name, tool)} exited before the server was ready"
+        output = (state["terminated"].get("message") or "").strip()
+        return f"{text}: {output}" if output else text
     return None
 
 
@@ -64,9 +76,11 @@ def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
     if not pod:
         return None
     status = pod.get("status") or {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    tool = any(c.get("name") == CONNECT for c in containers)
     for key, init in (("initContainerStatuses", True), ("containerStatuses", False)):
         for container in status.get(key) or []:
-            reason = _status_failure(container, init)
+            reason = _status_failure(container, init, tool)
             if reason:
                 return reason
     if status.get("phase") == "Failed":
@@ -74,10 +88,13 @@ def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
     return None
 
 
-def describe_event(event: dict[str, Any]) -> str | None:
-    """A friendly progress message for a kubelet event about a start-up step, if it is one."""
+def describe_event(event: dict[str, Any], tool_port: int | None = None) -> str | None:
+    """A friendly progress message for a kubelet event about a start-up step (or, with
+    `tool_port`, the tool's proxy), if it is one."""
     raw = event.get("raw_event") or {}
     field_path = (raw.get("involvedObject") or {}).get("fieldPath") or ""
+    if tool_port and field_path.endswith(f"{{{CONNECT}}}") and raw.get("reason") == "Started":
+        return f"Waiting for the tool to listen on port {tool_port}…"
     for name, title in STEP_TITLES.items():
         if field_path.endswith(f"{{{name}}}") and raw.get("reason") == "Started":
             return f"{title}…"

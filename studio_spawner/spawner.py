@@ -64,7 +64,11 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
-        30, min=0, config=True, help="Seconds a studio gets to shut down before it is killed."
+        30,
+        min=0,
+        config=True,
+        help="""Seconds a studio gets to shut down after SIGTERM before it is killed (the pod's
+        terminationGracePeriodSeconds, and KubeSpawner.delete_grace_period unless set).""",
     )
     startup_image_env_dirs = List(
         Unicode(),
@@ -131,6 +135,35 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         config=True,
         help="Before a studio starts, check its Amazon ECR repository and tag or digest exist.",
     )
+    connect_image = Unicode(
+        "",
+        config=True,
+        help="""Image of the studio-connect proxy that runs beside every web tool studio
+        (images/connect/README.md), e.g. registry.example.org/studio-connect:<tag>. Required
+        for tool templates and custom tools; '' refuses to start them, saying so.""",
+    )
+    connect_tool_port = Integer(
+        8080,
+        min=1,
+        max=65535,
+        config=True,
+        help="""Port a web tool listens on, given to it as CONNECT_TOOL_PORT (a template's
+        port overrides it). Must differ from the server port the hub uses (KubeSpawner.port).""",
+    )
+    connect_tool_wait_seconds = Integer(
+        300,
+        min=1,
+        config=True,
+        help="""How long a web tool may take to listen on its port; then the studio-connect
+        proxy stops and the spawn fails with the tool's last output.""",
+    )
+    connect_activity_seconds = Integer(
+        300,
+        min=0,
+        config=True,
+        help="""How often a web tool studio reports its last activity to the hub (as
+        jupyterhub-singleuser does; 0: never). The lifespan service and idle cullers read it.""",
+    )
     ecr_pull_secrets = Bool(
         True,
         config=True,
@@ -151,6 +184,12 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return self.studio_options_from_form
+
+    @default("delete_grace_period")
+    def _default_delete_grace_period(self) -> int:
+        # KubeSpawner deletes pods with a 1 s grace period, which overrides the pod's
+        # terminationGracePeriodSeconds: keep the studio's (SIGTERM, then SIGKILL after it).
+        return self.termination_grace_period_seconds
 
     @default("cmd")
     def _default_cmd(self) -> list[str]:
@@ -251,7 +290,7 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         self.studio_options = options
         self.image = options.image
         template = self.template_entries().get(options.template or "")
-        if template:
+        if template and not options.is_tool:
             self.default_url = template.default_url
         preset = self.preset_entries().get(options.resources or "")
         if preset:
@@ -306,6 +345,7 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         Runs before the pod exists; a problem fails the spawn at once with the reason.
         """
         assert self.studio_options is not None
+        self.tool_pod()  # a web tool that cannot run here fails before anything is created
         try:
             planned = self.data_volumes()
             if planned and self.check_data_buckets:
@@ -327,6 +367,33 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         except ImageUnavailable as error:
             field = "template" if self.studio_options.template else "image"
             raise StudioStartError(f"{field}: {error}") from error
+
+    def tool_pod(self) -> pod_builder.ToolPod | None:
+        """How the studio's web tool runs, or None for a Jupyter studio."""
+        assert self.studio_options is not None
+        if not self.studio_options.is_tool:
+            return None
+        field = "template" if self.studio_options.template else "kind"
+        if not self.connect_image:
+            raise StudioStartError(f"{field}: web tool studios are not set up on this hub "
+                                   "(the administrator has to set StudioSpawner.connect_image)")
+        template = self.template_entries().get(self.studio_options.template or "")
+        tool_port = (template and template.port) or self.connect_tool_port
+        if tool_port == self.port:
+            raise StudioStartError(f"{field}: the tool's port {tool_port} is the server port; "
+                                   "the administrator has to choose another tool port")
+        command = template.tool_command if template else None
+        cache = self.server_auth_cache_seconds
+        return pod_builder.ToolPod(
+            connect_image=self.connect_image,
+            server_port=self.port,
+            tool_port=tool_port,
+            command=tuple(command) if command else None,
+            base_path=template.base_path if template else "strip",
+            wait_seconds=self.connect_tool_wait_seconds,
+            activity_seconds=self.connect_activity_seconds,
+            auth_cache_seconds=cache if self.workspace_sharing and cache is not None else 300,
+        )
 
     def startup_settings(self) -> pod_builder.StartupSettings:
         return pod_builder.StartupSettings(
@@ -350,6 +417,7 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             pull_secret=self.pull_secret_name,
             startup=self.startup_settings(),
             grace_seconds=self.termination_grace_period_seconds,
+            tool=self.tool_pod(),
         )
         return client.deserialize(_JSONResponse(studio_pod), "V1Pod")
 
@@ -425,8 +493,12 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         return super().is_pod_running(pod)
 
     async def progress(self):  # type: ignore[override]
+        try:
+            tool = self.tool_pod() if self.studio_options else None
+        except StudioStartError:  # the spawn fails with this reason; progress shows the rest
+            tool = None
         async for event in super().progress():
-            message = describe_event(event)
+            message = describe_event(event, tool.tool_port if tool else None)
             yield {**event, "message": message} if message else event
 
     # --- state -----------------------------------------------------------------------------

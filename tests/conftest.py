@@ -8,6 +8,7 @@ from studio_spawner.catalog import StudioCatalog
 
 pytest_plugins = [
     "tests.aws_fixtures",
+    "tests.connect_fixtures",
     "tests.devcluster_fixtures",
     "tests.studio_fixtures",
 ]

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,30 @@ class Hub:
         )
         response.raise_for_status()
         return session
+
+
+class _HiddenInputs(HTMLParser):
+    """The hidden inputs of the hub's OAuth authorize page (its _xsrf and scopes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        found = dict(attrs)
+        if tag == "input" and found.get("type") == "hidden":
+            self.fields.append((found["name"], found.get("value") or ""))
+
+
+def open_as_browser(session: requests.Session, url: str) -> requests.Response:
+    """GET a server's page through the hub's OAuth flow, confirming the authorize page as a
+    person would (the hub asks everyone but the owner); return the last response."""
+    page = session.get(url, timeout=30)
+    if page.status_code == 200 and "/hub/api/oauth2/authorize" in page.url:
+        form = _HiddenInputs()
+        form.feed(page.text)
+        page = session.post(page.url, data=form.fields, timeout=30)
+    return page
 
 
 def start_hub(

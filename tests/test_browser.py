@@ -15,17 +15,23 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def logged_in_page(p, hub, user: str, height: int = 1500):
+    """Chromium logged in to the hub as `user`: (browser, page)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    page = browser.new_page(viewport={"width": 1000, "height": height})
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", "studio")
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url("**/hub/**")
+    return browser, page
+
+
 def test_log_in_fill_the_form_and_start_a_studio(studio_hub, devcluster):
     hub = studio_hub
-    ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1000, "height": 1500})
-        page.goto(f"{hub.url}/hub/login")
-        page.fill("input[name=username]", "eve")
-        page.fill("input[name=password]", "studio")
-        page.click("input[type=submit], button[type=submit]")
-        page.wait_for_url("**/hub/**")
+        browser, page = logged_in_page(p, hub, "eve")
         page.goto(f"{hub.url}/hub/spawn/eve/browser")
         assert not page.is_visible("#studio-image"), "custom image hidden for a template"
         page.check("input[name=environment_source][value=custom]")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from .hub_fixtures import Hub, start_hub
+from .hub_fixtures import Hub, open_as_browser, start_hub
 from .studio_fixtures import studio_hub_config, wait_for_server
 
 REFRESH_SECONDS = 2  # Authenticator.auth_refresh_age
@@ -46,19 +45,6 @@ MANAGERS = {"ann", "eve"}  # who may start, stop and delete; the rest are refuse
 MATRIX_USERS = ["ann", "ben", "cal", "dee", "eve", "pat", "oz"]
 
 
-class _HiddenInputs(HTMLParser):
-    """The hidden inputs of the hub's OAuth authorize page (its _xsrf and scopes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fields: list[tuple[str, str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        found = dict(attrs)
-        if tag == "input" and found.get("type") == "hidden":
-            self.fields.append((found["name"], found.get("value") or ""))
-
-
 class Browser:
     """One user's logged-in session: opens studios and calls the REST API with the cookie."""
 
@@ -81,11 +67,7 @@ class Browser:
     def opens(self, owner: str, server: str) -> bool:
         """Go through the OAuth flow as a browser (confirming the authorize page) and report
         whether the studio answers."""
-        page = self.session.get(f"{self.hub.url}/user/{owner}/{server}/files/", timeout=30)
-        if page.status_code == 200 and "/hub/api/oauth2/authorize" in page.url:
-            form = _HiddenInputs()
-            form.feed(page.text)
-            self.session.post(page.url, data=form.fields, timeout=30)
+        open_as_browser(self.session, f"{self.hub.url}/user/{owner}/{server}/files/")
         return self.status(owner, server) == 200
 
 

@@ -91,6 +91,23 @@ async def test_injected_config_configures_a_real_spawner(path):
         await spawner.api.api_client.close()
 
 
+async def test_tool_templates_run_behind_the_connect_image():
+    from studio_spawner.cli import render_documents
+
+    config = hub_config(merged(ROOT / "helm-values" / "values.yaml"))
+    tools = [t["id"] for t in config.StudioSpawner.templates if t.get("kind") == "tool"]
+    assert tools, "the values show a web tool template"
+    spawner = offline_spawner(config, "ann", "s", groups=["workspace:genomics:launch"])
+    spawner.user_options = {"name": "code", "template": tools[0], "workspace": "genomics"}
+    try:
+        pod, *_ = await render_documents(spawner)
+    finally:
+        await spawner.api.api_client.close()
+    tool, connect = pod["spec"]["containers"]
+    assert connect["image"] == config.StudioSpawner.connect_image
+    assert "$(CONNECT_TOOL_PORT)" in " ".join(tool["command"])
+
+
 def test_workspace_login_and_sharing_are_wired():
     from oauthenticator.generic import GenericOAuthenticator
 

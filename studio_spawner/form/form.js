@@ -14,8 +14,17 @@
     return checked ? checked.value : "template";
   }
 
+  function isTool() {
+    if (source() === "custom") {
+      const kind = $('input[name="kind"]:checked');
+      return Boolean(kind && kind.value === "tool");
+    }
+    const template = $('input[name="template"]:checked');
+    return Boolean(template && template.dataset.kind === "tool");
+  }
+
   function condaAllowed() {
-    if (source() === "custom") return condaWithCustom;
+    if (source() === "custom") return condaWithCustom && !isTool();
     const template = $('input[name="template"]:checked');
     return !template || template.dataset.conda !== "false";
   }
@@ -24,6 +33,7 @@
     $$("[data-source]").forEach((el) => { el.hidden = el.dataset.source !== source(); });
     const conda = condaAllowed();
     $(".studio-conda-off").hidden = conda;
+    $(".studio-tool-off").hidden = !isTool();
     const keep = $("#studio-keep-running");
     const hours = $("#studio-lifespan");
     if (keep && hours) hours.disabled = keep.checked;

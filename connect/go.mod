@@ -1,0 +1,3 @@
+module github.com/studio-spawner/connect
+
+go 1.26
