@@ -153,6 +153,11 @@ def _run_tool(spec: dict[str, Any], main: dict[str, Any], tool: ToolPod) -> None
     # KubeSpawner reads each one's while looking for 'notebook-port'.
     main["ports"] = [{"name": "tool-port", "containerPort": tool.tool_port}]
     spec["containers"] = [main, connect_container(main, tool, ports), *spec["containers"][1:]]
+    # A process that is PID 1 of its namespace ignores SIGTERM unless it installs a handler,
+    # and most tools (`python3 -m http.server`, Streamlit, …) do not: in a pod of its own the
+    # tool would always wait out the grace period and be killed. With the pod's PID namespace
+    # shared, the sandbox is PID 1 and SIGTERM stops the tool as the contract promises.
+    spec["shareProcessNamespace"] = True
 
 
 def connect_container(

@@ -2,8 +2,9 @@
 
 The hub (with configurable-http-proxy) starts each server as a local process with the same
 JUPYTERHUB_* environment KubeSpawner gives a pod: the server is the studio-connect binary, in
-front of a small tool (tests/connect_tool.py). Users log in with their own hub login and open
-the studio as a browser does, through the hub's OAuth flow.
+front of a small tool (devcluster/images/files/connect_tool.py, also in the devcluster's tool
+image). Users log in with their own hub login and open the studio as a browser does, through
+the hub's OAuth flow.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tornado.websocket import websocket_connect
 from .connect_fixtures import CONNECT, need_go
 from .hub_fixtures import Hub, free_ports, open_as_browser, start_hub
 
-TOOL = Path(__file__).parent / "connect_tool.py"
+TOOL = Path(__file__).parents[1] / "devcluster" / "images" / "files" / "connect_tool.py"
 OWNER = "ann"
 # server name -> the template's base_path
 SERVERS = {"shared": "strip", "private": "strip", "passed": "pass"}

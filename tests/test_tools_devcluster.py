@@ -1,9 +1,9 @@
-"""Web tool studios on the devcluster: a real hub and proxy, StudioSpawner, and pods on the node.
+"""Web tool studios on the devcluster's real node: a real hub and proxy, StudioSpawner, and pods.
 
-The node runs three images besides the studio-connect image (see `tool_images`):
-- TOOL_IMAGE: python3 with tornado and tests/connect_tool.py at /opt/tool/connect_tool.py; its
-  own CMD is the seed's example, `sh -c 'exec python3 -m http.server $CONNECT_TOOL_PORT …'`;
-- STATIC_IMAGE: no Python and no shell: busybox (static) and /srv/index.html;
+The devcluster's images (devcluster/images):
+- TOOL_IMAGE: python3 with tornado and /opt/tool/connect_tool.py; its own CMD is the seed's
+  example, `sh -c 'exec python3 -m http.server $CONNECT_TOOL_PORT …'`;
+- STATIC_IMAGE: no Python and no shell but busybox (static), and /srv/index.html;
 - CONNECT_IMAGE: the studio-connect binary as its ENTRYPOINT (images/connect).
 """
 
@@ -11,55 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from .hub_fixtures import Hub, free_ports, open_as_browser, start_hub
-from .studio_fixtures import studio_hub_config, wait_for_server
+from .hub_fixtures import Hub, open_as_browser, start_hub
+from .studio_fixtures import PUBLIC_HOST, studio_hub_config, wait_for_server
 from .test_e2e_devcluster import gone, pod, spawn_failure
 
-CONNECT_IMAGE = "registry.studio.test/studio-connect:test"
-TOOL_IMAGE = "registry.studio.test/tool-python:test"
-STATIC_IMAGE = "registry.studio.test/tool-static:test"
+CONNECT_IMAGE = f"{PUBLIC_HOST}/studio-connect:1"
+TOOL_IMAGE = f"{PUBLIC_HOST}/tool:1"
+STATIC_IMAGE = f"{PUBLIC_HOST}/nopython:1"
 GRACE_SECONDS = 6
-TOOL = Path(__file__).parent / "connect_tool.py"
 SEED_CMD = ["/bin/sh", "-c",
             'exec python3 -m http.server "$CONNECT_TOOL_PORT" --bind 127.0.0.1']
 HTTP_SERVER = "python3 -m http.server $CONNECT_TOOL_PORT --bind 127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def tool_images(kubelet_images: Path, connect_binary: Path) -> Path:
-    """Adds the three images to the devcluster kubelet's images file (read at every pull)."""
-    root = kubelet_images.parent / "tool-images"
-    # this kubelet overlays an image's directories on the host's, so files sit in a folder
-    (root / "connect" / "opt" / "connect").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(connect_binary, root / "connect" / "opt" / "connect" / "studio-connect")
-    (root / "python" / "opt" / "tool").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(TOOL, root / "python" / "opt" / "tool" / "connect_tool.py")
-    (root / "static" / "srv").mkdir(parents=True, exist_ok=True)
-    (root / "static" / "srv" / "index.html").write_text("<h1>static tool</h1>\n")
-    python_path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-    images = yaml.safe_load(kubelet_images.read_text())
-    images["images"].update({
-        CONNECT_IMAGE.rsplit(":", 1)[0]: {"path": str(root / "connect"),
-                                          "command": ["/opt/connect/studio-connect"]},
-        TOOL_IMAGE.rsplit(":", 1)[0]: {"path": str(root / "python"), "env": {"PATH": python_path},
-                                       "args": SEED_CMD},
-        STATIC_IMAGE.rsplit(":", 1)[0]: {"path": str(root / "static")},
-    })
-    kubelet_images.write_text(yaml.safe_dump(images))
-    return kubelet_images
 
 
 def tool_templates() -> list[dict]:
@@ -80,14 +51,11 @@ def tool_templates() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tool_hub(devcluster, kubelet, studio_images, tool_images, tmp_path_factory) -> Iterator[Hub]:
-    [tool_port] = free_ports(1)  # the devcluster's pods may share the host's loopback
-    config = studio_hub_config() + f"""
+def tool_hub(devcluster, tmp_path_factory) -> Iterator[Hub]:
+    config = studio_hub_config(devcluster) + f"""
 c.StudioSpawner.templates = c.StudioSpawner.templates + {tool_templates()!r}
-c.StudioSpawner.allowed_registries = ["devcluster.local/*", "registry.studio.test/*"]
 c.StudioSpawner.allow_custom_tools = True
 c.StudioSpawner.connect_image = {CONNECT_IMAGE!r}
-c.StudioSpawner.connect_tool_port = {tool_port}
 c.StudioSpawner.connect_tool_wait_seconds = 5
 c.StudioSpawner.termination_grace_period_seconds = {GRACE_SECONDS}
 c.JupyterHub.load_roles[0]["scopes"].append("shares")
@@ -202,17 +170,7 @@ def progress_messages(hub: Hub, user: str, server: str, options: dict) -> tuple[
     return time.monotonic() - started, messages
 
 
-@pytest.fixture
-def probes(devcluster) -> None:
-    """Skip where the node runs no readiness probes (the process kubelet): there a tool pod
-    counts as ready before its tool listens, and the hub's own wait decides instead."""
-    nodes = devcluster.request("GET", "/api/v1/nodes")["items"]
-    if any(n["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("devcluster://")
-           for n in nodes):
-        pytest.skip("this node runs no readiness probes")
-
-
-def test_a_tool_that_never_listens_fails_fast(tool_hub, probes):
+def test_a_tool_that_never_listens_fails_fast(tool_hub):
     seconds, messages = progress_messages(tool_hub, "eve", "never",
                                           {"name": "x", "template": "never"})
     assert seconds < 30, f"took {seconds:.1f} s: {messages}"
@@ -220,7 +178,7 @@ def test_a_tool_that_never_listens_fails_fast(tool_hub, probes):
     assert "never listened on port" in messages[-1], messages
 
 
-def test_a_tool_that_exits_fails_fast_with_its_output(tool_hub, probes):
+def test_a_tool_that_exits_fails_fast_with_its_output(tool_hub):
     seconds, message = spawn_failure(tool_hub, "fay", "crash", {"name": "x", "template": "crash"})
     assert seconds < 30, f"took {seconds:.1f} s"
     assert "the tool failed with exit code 2" in message and "the-app-is-missing" in message
@@ -229,7 +187,8 @@ def test_a_tool_that_exits_fails_fast_with_its_output(tool_hub, probes):
 def test_a_person_starts_a_tool_from_the_form_in_a_browser(tool_hub, devcluster):
     """Chromium: the form shows tool templates and the custom tool choice; the spawn ends on
     the tool's own page, after the hub's OAuth login through studio-connect."""
-    playwright = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api as playwright
+
     from .test_browser import ARTIFACTS, logged_in_page
 
     hub = tool_hub

@@ -6,8 +6,12 @@
   ``jupyterhub-singleuser`` in a conda-format base env ``/opt/conda``, and two image envs under
   ``/opt/conda/envs`` (``python-data`` with ipykernel, ``tools`` without Python), all real conda
   packages installed with py-rattler; ``studio-conda-install`` builds an ``environment.yml``.
-- ``tool``: no Jupyter: ``python3 -m http.server $CONNECT_TOOL_PORT``.
-- ``nopython``: busybox only, for the start-up program's POSIX sh path.
+- ``tool``: no Jupyter: its command is ``python3 -m http.server $CONNECT_TOOL_PORT`` (on
+  loopback, behind the studio's proxy); ``/opt/tool/connect_tool.py`` (tornado) is a WebSocket
+  and streaming test tool.
+- ``nopython``: busybox only (and ``/srv/index.html``), for the start-up program's POSIX sh path
+  and tools without any runtime.
+- ``studio-connect``: the tool studios' authenticating proxy (``connect/``), ``FROM scratch``.
 
 Every piece is cached by the hash of what goes into it; an unchanged rebuild takes seconds.
 """
@@ -35,6 +39,7 @@ BASE_PACKAGES = ["python3", "tini", "ca-certificates", "procps", "less"]
 PY = "python3.11"
 SITE = f"lib/{PY}/site-packages"
 PATH = "/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TOOL_TORNADO = "tornado==6.6.1"
 NOTEBOOK_USER = {"User": "1000:100", "WorkingDir": "/home/jovyan"}
 
 
@@ -108,10 +113,40 @@ class Builder:
             (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
                                              "jovyan:x:1000:100::/home/jovyan:/bin/sh\n")
             (root / "etc/group").write_text("root:x:0:\nusers:x:100:jovyan\n")
+            (root / "srv").mkdir()
+            (root / "srv/index.html").write_text("<h1>static tool</h1>\n")
             return tar_directory(root, work / "busybox.tar", owners={"home/jovyan": (1000, 100)})
 
         busybox = Path(shutil.which("busybox") or "/bin/busybox")
-        return self._cached_layer("busybox", _key(busybox), make)
+        return self._cached_layer("busybox", _key(busybox, "srv"), make)
+
+    def tool_files(self) -> Blob:
+        """``/opt/tool``: the test tool and tornado for it."""
+        def make(work: Path) -> Path:
+            root = work / "root"
+            self._pip(work / "prefix", None, [TOOL_TORNADO])
+            (root / "opt/tool").mkdir(parents=True)
+            shutil.move(str(work / "prefix" / SITE), str(root / "opt/tool/lib"))
+            shutil.copy2(FILES / "connect_tool.py", root / "opt/tool/connect_tool.py")
+            return tar_directory(root, work / "tool.tar")
+
+        return self._cached_layer("tool", _key(FILES / "connect_tool.py", TOOL_TORNADO), make)
+
+    def connect(self) -> Blob:
+        """The studio-connect binary, built by connect/build.sh."""
+        proc = subprocess.run(["bash", str(HERE.parents[1] / "connect" / "build.sh")],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DevClusterError(f"connect/build.sh failed:\n{proc.stderr[-3000:]}")
+        binary = Path(proc.stdout.strip().splitlines()[-1])
+
+        def make(work: Path) -> Path:
+            root = work / "root"
+            root.mkdir()
+            shutil.copy2(binary, root / "studio-connect")
+            return tar_directory(root, work / "connect.tar")
+
+        return self._cached_layer("connect", _key(binary), make)
 
     def pause(self) -> Blob:
         binary = self.bin_dir / "pause"
@@ -243,10 +278,14 @@ class Builder:
                         "CONDA_DIR=/opt/conda", "LANG=C.UTF-8"],
                 "Entrypoint": ["tini", "-g", "--", "start.sh"],
                 "Cmd": ["start-notebook.sh"], "ExposedPorts": {"8888/tcp": {}}}),
-            "tool": Image([debian], {
+            "tool": Image([debian, self.tool_files()], {
                 **NOTEBOOK_USER,
-                "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/jovyan"],
-                "Cmd": ["sh", "-c", 'exec python3 -m http.server "$CONNECT_TOOL_PORT"']}),
+                "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/jovyan",
+                        "PYTHONPATH=/opt/tool/lib"],
+                "Cmd": ["sh", "-c",
+                        'exec python3 -m http.server "$CONNECT_TOOL_PORT" --bind 127.0.0.1']}),
+            "studio-connect": Image([self.connect()], {
+                "Entrypoint": ["/studio-connect"], "User": "65534:65534"}),
             "nopython": Image([self.busybox()], {
                 **NOTEBOOK_USER, "Env": ["PATH=/bin", "HOME=/home/jovyan"],
                 "Cmd": ["sh", "-c", 'exec httpd -f -p "${CONNECT_TOOL_PORT:-8888}"']}),
