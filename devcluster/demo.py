@@ -79,6 +79,7 @@ def demo_env(cluster: DevCluster) -> dict[str, str]:
     return {"KUBECONFIG": str(cluster.kubeconfig), "STUDIO_HUB_IP": cluster.host_ip,
             "STUDIO_DEMO_IMAGE": cluster.image("notebook"),
             "STUDIO_DEMO_TOOL_IMAGE": cluster.image("tool"),
+            "STUDIO_DEMO_CONNECT_IMAGE": cluster.image("studio-connect"),
             "STUDIO_DEMO_CHANNEL": cluster.channel_name,
             "STUDIO_DEMO_CHANNEL_ALIAS": cluster.channel_alias}
 

@@ -138,7 +138,12 @@ if os.environ.get("STUDIO_DEMO_IMAGE"):
         {"id": "notebook", "display_name": "JupyterLab (devcluster)",
          "image": os.environ["STUDIO_DEMO_IMAGE"], "default_url": "/lab",
          "description": "JupyterLab with two image conda envs (python-data, tools)"},
+        {"id": "web-tool", "display_name": "Web server (any tool)", "kind": "tool",
+         "image": os.environ["STUDIO_DEMO_TOOL_IMAGE"],
+         "description": "No Jupyter: python3 -m http.server on $CONNECT_TOOL_PORT"},
     ]
+    c.StudioSpawner.connect_image = os.environ["STUDIO_DEMO_CONNECT_IMAGE"]
+    c.StudioSpawner.allow_custom_tools = True
     c.StudioSpawner.resource_presets = []
     c.StudioSpawner.allowed_registries = ["registry.studio.test/*", "private.studio.test/*"]
     c.StudioSpawner.conda_channels = [os.environ["STUDIO_DEMO_CHANNEL"]]
