@@ -5,8 +5,10 @@ Pure functions over the pod dict that KubeSpawner's reflector holds (camelCase k
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+BUILD_STEP = "studio-user-env"  # the init container that builds the user's environment.yml
 STEP_TITLES = {
     "studio-sync-envs": "Syncing the image's conda environments into your home",
     "studio-user-env": "Building your conda environment",
@@ -33,7 +35,7 @@ def _terminated_failure(name: str, terminated: dict[str, Any] | None) -> str | N
     if not terminated or terminated.get("exitCode", 0) == 0:
         return None
     message = (terminated.get("message") or terminated.get("reason") or "").strip()
-    failed = "failed (build failed)" if name == "studio-user-env" else "failed"
+    failed = "failed (build failed)" if name == BUILD_STEP else "failed"
     text = f"{_describe(name)} {failed} with exit code {terminated['exitCode']}"
     return f"{text}: {message}" if message else text
 
@@ -59,7 +61,20 @@ def _status_failure(status: dict[str, Any], init: bool) -> str | None:
     return None
 
 
-def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
+@dataclass(frozen=True)
+class PodFailure:
+    """Why a pod will not become ready: the message, and the container it concerns."""
+
+    message: str
+    container: str | None = None
+
+    @property
+    def build_failed(self) -> bool:
+        """The user's environment.yml did not build (the build step failed)."""
+        return self.container == BUILD_STEP
+
+
+def pod_failure(pod: dict[str, Any] | None) -> PodFailure | None:
     """Why this pod will not become ready, or None while it may still start."""
     if not pod:
         return None
@@ -68,9 +83,24 @@ def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
         for container in status.get(key) or []:
             reason = _status_failure(container, init)
             if reason:
-                return reason
+                return PodFailure(reason, container.get("name"))
     if status.get("phase") == "Failed":
-        return f"the pod failed: {status.get('reason', '')} {status.get('message', '')}".strip()
+        text = f"the pod failed: {status.get('reason', '')} {status.get('message', '')}"
+        return PodFailure(text.strip())
+    return None
+
+
+def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
+    """The message of ``pod_failure`` (None while the pod may still start)."""
+    failure = pod_failure(pod)
+    return failure.message if failure else None
+
+
+def running_step(pod: dict[str, Any] | None) -> str | None:
+    """The start-up step (init container) running now, if any."""
+    for container in ((pod or {}).get("status") or {}).get("initContainerStatuses") or []:
+        if (container.get("state") or {}).get("running"):
+            return container.get("name")
     return None
 
 

@@ -16,8 +16,8 @@ from jupyterhub.services.auth import HubOAuth
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
+from ..hub_api import HubClient
 from . import policy as p
-from .hub_client import HubClient
 from .metrics import Metrics
 from .store import ExtensionStore
 from .studios import StudioRules, utcnow

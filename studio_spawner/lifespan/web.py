@@ -14,7 +14,7 @@ from jupyterhub.utils import url_path_join
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
-from .hub_client import HubAPIError, HubClient
+from ..hub_api import HubAPIError, HubClient
 from .metrics import Metrics
 from .policy import PolicyError
 from .studios import Studio, StudioRules
