@@ -11,7 +11,6 @@ import re
 import time
 
 import pytest
-import requests
 
 from .hub_fixtures import Hub, start_hub
 
@@ -169,8 +168,7 @@ def test_a_start_that_fails_at_once_shows_errored_with_the_reason(hub):
 
 
 def test_lifespan_policy_endpoint_is_the_spawners_policy(hub):
-    policy = requests.get(f"{hub.url}/hub/studios/api/lifespan-policy", timeout=30,
-                          headers={"Authorization": f"token {hub.token}"})
+    policy = hub.api("GET", "/studios/lifespan-policy")
     assert policy.status_code == 200, policy.text
     document = policy.json()
     assert document["policy"]["max_hours"] == 24

@@ -38,7 +38,8 @@ class _CatalogView(WorkspaceSharing, StudioCatalog):
 
 @lru_cache(maxsize=8)
 def _view_class(spawner_class: type | None) -> type[_CatalogView]:
-    sections = spawner_class.section_names() if hasattr(spawner_class, "section_names") else []
+    own = spawner_class.section_names() if hasattr(spawner_class, "section_names") else []
+    sections = ["StudioCatalog", "StudioSpawner", *own]  # c.StudioSpawner.* with any spawner
 
     class CatalogView(_CatalogView):
         @classmethod

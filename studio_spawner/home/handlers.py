@@ -2,7 +2,7 @@
 
 Pages: ``/hub/studios`` (views mine, shared, workspace, all), ``/hub/studios/new`` (new and
 duplicate), ``/hub/studios/<owner>/<server>`` (details) and ``…/edit``; ``…/extend`` grants
-lifespan; ``/hub/studios/api/lifespan-policy`` gives the lifespan service its policy.
+lifespan; ``/hub/api/studios/lifespan-policy`` gives the lifespan service its policy.
 Start, stop and delete go through the hub's REST API from the page (``home.js``), so the hub
 checks them with its own scopes.
 """
@@ -22,6 +22,7 @@ from tornado import web
 
 from ..errors import OptionsError
 from ..form import form_values, render_form, submitted_values
+from ..lifespan import POLICY_PATH
 from ..lifespan.policy import PolicyError
 from ..lifespan.store import ExtensionStore
 from ..lifespan.studios import StudioRules
@@ -31,6 +32,7 @@ from .rows import StudioRow, failure_field, studio_row
 from .servers import VIEWS, managed_workspaces, permissions, server_name_for, spawners_for_view
 
 SERVER = r"([^/]+)"
+POLICY_ROUTE = "/api" + POLICY_PATH  # under the hub's API (/hub/api)
 
 
 def duration_text(seconds: float | None) -> str:
@@ -341,7 +343,7 @@ def handlers() -> list[tuple[str, type[BaseHandler]]]:
     return [
         (r"/studios/?", StudiosHandler),
         (r"/studios/new", NewStudioHandler),
-        (r"/studios/api/lifespan-policy", LifespanPolicyHandler),
+        (POLICY_ROUTE, LifespanPolicyHandler),
         (rf"/studios/{SERVER}/{SERVER}/edit", EditStudioHandler),
         (rf"/studios/{SERVER}/{SERVER}/extend", ExtendHandler),
         (rf"/studios/{SERVER}/{SERVER}/?", StudioHandler),
