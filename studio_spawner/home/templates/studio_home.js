@@ -45,7 +45,7 @@
     var now = Date.now();
     document.querySelectorAll("[data-deadline]").forEach(function (el) {
       var at = new Date(el.dataset.deadline);
-      var clock = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      var clock = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
       var day = at.toDateString() === new Date().toDateString() ? "" :
         at.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }) + " ";
       el.textContent = "stops at " + day + clock + " (in " + duration((at - now) / 1000) + ")";
