@@ -40,30 +40,10 @@ def _terminated_failure(name: str, terminated: dict[str, Any] | None) -> str | N
     return f"{text}: {message}" if message else text
 
 
-def _status_failure(status: dict[str, Any], init: bool) -> str | None:
-    name = status.get("name", "?")
-    state = status.get("state") or {}
-    waiting = state.get("waiting") or {}
-    if waiting.get("reason") in FATAL_WAITING:
-        detail = waiting.get("message") or ""
-        last = (status.get("lastState") or {}).get("terminated")
-        crashed = _terminated_failure(name, last)
-        if crashed:
-            return crashed
-        text = f"{_describe(name)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
-        return f"{text}: {detail}" if detail else text
-    for terminated in (state.get("terminated"), (status.get("lastState") or {}).get("terminated")):
-        failure = _terminated_failure(name, terminated)
-        if failure:
-            return failure
-    if not init and state.get("terminated"):
-        return f"{_describe(name)} exited before the server was ready"
-    return None
-
-
 @dataclass(frozen=True)
 class PodFailure:
-    """Why a pod will not become ready: the message, and the container it concerns."""
+    """Why a pod will not become ready: the message, and the container that ran and failed
+    (None when none ran, e.g. the image could not be pulled)."""
 
     message: str
     container: str | None = None
@@ -74,6 +54,26 @@ class PodFailure:
         return self.container == BUILD_STEP
 
 
+def _status_failure(status: dict[str, Any], init: bool) -> PodFailure | None:
+    name = status.get("name", "?")
+    state = status.get("state") or {}
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in FATAL_WAITING:
+        detail = waiting.get("message") or ""
+        last = (status.get("lastState") or {}).get("terminated")
+        crashed = _terminated_failure(name, last)
+        if crashed:
+            return PodFailure(crashed, name)
+        text = f"{_describe(name)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
+        return PodFailure(f"{text}: {detail}" if detail else text)
+    for terminated in (state.get("terminated"), (status.get("lastState") or {}).get("terminated")):
+        failure = _terminated_failure(name, terminated)
+        if failure:
+            return PodFailure(failure, name)
+    if not init and state.get("terminated"):
+        return PodFailure(f"{_describe(name)} exited before the server was ready", name)
+    return None
+
 def pod_failure(pod: dict[str, Any] | None) -> PodFailure | None:
     """Why this pod will not become ready, or None while it may still start."""
     if not pod:
@@ -81,9 +81,9 @@ def pod_failure(pod: dict[str, Any] | None) -> PodFailure | None:
     status = pod.get("status") or {}
     for key, init in (("initContainerStatuses", True), ("containerStatuses", False)):
         for container in status.get(key) or []:
-            reason = _status_failure(container, init)
-            if reason:
-                return PodFailure(reason, container.get("name"))
+            failure = _status_failure(container, init)
+            if failure:
+                return failure
     if status.get("phase") == "Failed":
         text = f"the pod failed: {status.get('reason', '')} {status.get('message', '')}"
         return PodFailure(text.strip())

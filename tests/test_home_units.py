@@ -86,3 +86,12 @@ def test_failures_point_at_the_field_they_concern():
 def test_workspace_managers_from_their_roles():
     roles = ["user", "workspace-genomics-managers", "workspace-Bad_Name-managers", "admin"]
     assert managed_workspaces(roles) == ["genomics"]
+
+
+def test_an_image_that_cannot_be_pulled_is_no_build_failure_whichever_step_waits():
+    pod = {"status": {"initContainerStatuses": [{"name": "studio-user-env", "state": {
+        "waiting": {"reason": "ErrImagePull", "message": "not found"}}}]}}
+    failure = pod_failure(pod)
+    assert failure is not None and not failure.build_failed and failure.container is None
+    recorded = LastFailure(f"The studio could not start: {failure.message}", failure.container)
+    assert failure_field(recorded, {"template": None, "image": "x"}) == "image"

@@ -19,7 +19,7 @@ from ..lifespan.studios import Studio, StudioRules
 from ..studio_status import LOG_DIR, LastFailure, derive_status
 from .servers import Permissions
 
-FIELD_OF_STEP = {"studio-user-env": "environment_yml", "studio-sync-envs": "environment_yml"}
+FIELD_OF_STEP = {"studio-user-env": "environment_yml"}  # a failed step → the field to fix
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,10 @@ def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> st
     """The form field a failure concerns: the build step, the image, or the field it names."""
     if failure is None:
         return None
+    text = failure.message.removeprefix("The studio could not start: ")
     if failure.step in FIELD_OF_STEP:
         return FIELD_OF_STEP[failure.step]
-    text = failure.message.removeprefix("The studio could not start: ")
-    if "image" in text.split(":", 1)[0] or "the image" in text:
+    if failure.step is None and ("image" in text.split(":", 1)[0] or ": the image " in text):
         return "template" if options.get("template") else "image"
     head = text.split(":", 1)[0]
     root = head.split("[", 1)[0].split(".", 1)[0]
