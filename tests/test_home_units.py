@@ -77,6 +77,7 @@ def test_failures_point_at_the_field_they_concern():
                        "be pulled (ErrImagePull)")
     assert failure_field(pull, template) == "template"
     assert failure_field(pull, custom) == "image"
+    assert failure_field(pull, {"source": "custom", "template": "python"}) == "image", "form"
     assert failure_field(LastFailure("build", "studio-user-env"), template) == "environment_yml"
     bucket = LastFailure("The studio could not start: data[0]: bucket missing")
     assert failure_field(bucket, template) == "data"

@@ -77,14 +77,18 @@ class StudioRow:
 
 
 def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> str | None:
-    """The form field a failure concerns: the build step, the image, or the field it names."""
+    """The form field a failure concerns: the build step, the image, or the field it names.
+
+    ``options``: the saved options, or the form's values (with ``source``).
+    """
     if failure is None:
         return None
     text = failure.message.removeprefix("The studio could not start: ")
     if failure.step in FIELD_OF_STEP:
         return FIELD_OF_STEP[failure.step]
     if failure.step is None and ("image" in text.split(":", 1)[0] or ": the image " in text):
-        return "template" if options.get("template") else "image"
+        custom = options.get("source") == "custom" or not options.get("template")
+        return "image" if custom else "template"
     head = text.split(":", 1)[0]
     root = head.split("[", 1)[0].split(".", 1)[0]
     return root if root.isidentifier() and root in options else None
