@@ -35,7 +35,7 @@ from .options import StudioOptions, form_to_raw, parse_options
 from .pod_status import describe_event, pod_failure, running_step
 from .sharing import WorkspaceSharing
 from .startup import program_files
-from .studio_status import FAILURE_KEY, SAVED_KEY, LastFailure
+from .studio_status import FAILURE_KEY, SAVED_KEY, START_FAILED, LastFailure
 
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
 OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
@@ -47,7 +47,7 @@ class StudioStartError(web.HTTPError):
     """The studio's pod cannot become ready; the message says why (also in API errors)."""
 
     def __init__(self, reason: str, step: str | None = None):
-        super().__init__(500, "%s", f"The studio could not start: {reason}")
+        super().__init__(500, "%s", f"{START_FAILED}{reason}")
         self.jupyterhub_message = self.log_message % self.args
         self.step = step  # the start-up step (init container) that failed, if any
 

@@ -18,6 +18,7 @@ STATUSES = ("building", "build-failed", "starting", "running", "stopping", "stop
 FAILURE_KEY = "studio_last_failure"
 SAVED_KEY = "studio_saved"
 REPORT_MAX = 16384  # characters of a build report kept in the state (the pod gives ≤ 4 KiB)
+START_FAILED = "The studio could not start: "  # spawner.StudioStartError's lead-in
 LOG_DIR = "~/.local/share/studio/logs/"  # the full start-up logs, in the studio's home volume
 
 
@@ -32,6 +33,11 @@ class LastFailure:
     @property
     def build_failed(self) -> bool:
         return self.step == BUILD_STEP
+
+    @property
+    def summary(self) -> str:
+        """The message without the hub's lead-in, for a one-line view."""
+        return self.message.removeprefix(START_FAILED)
 
     @classmethod
     def now(cls, message: str, step: str | None = None) -> LastFailure:

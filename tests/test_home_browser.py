@@ -255,9 +255,10 @@ def test_image_pull_failure_names_the_image_field_and_keeps_the_form(hub, browse
 
 def test_screenshots_of_the_home_and_the_new_studio_form(hub, browser, ann_studios):
     page = login(browser, hub, "ann")
-    page.set_viewport_size({"width": 1280, "height": 760})
-    page.screenshot(path=str(IMAGES / "studio-home.png"))
+    page.set_viewport_size({"width": 1280, "height": 700})
+    page.screenshot(path=str(IMAGES / "studio-home.png"), full_page=True)
     page.click("#studio-new")
     page.fill("#studio-name", "Single-cell atlas")
-    page.set_viewport_size({"width": 1100, "height": 1400})
-    page.screenshot(path=str(IMAGES / "new-studio.png"))
+    page.fill("#studio-description", "Clustering of the 2026 atlas")
+    page.set_viewport_size({"width": 1000, "height": 900})
+    page.screenshot(path=str(IMAGES / "new-studio.png"), full_page=True)

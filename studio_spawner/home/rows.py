@@ -83,7 +83,7 @@ def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> st
     """
     if failure is None:
         return None
-    text = failure.message.removeprefix("The studio could not start: ")
+    text = failure.summary
     if failure.step in FIELD_OF_STEP:
         return FIELD_OF_STEP[failure.step]
     if failure.step is None and ("image" in text.split(":", 1)[0] or ": the image " in text):
