@@ -51,8 +51,9 @@ def lifespan_service(*, name: str = SERVICE_NAME, port: int = 10101, managed: bo
         entry["command"] = [python, "-m", "studio_spawner.lifespan", *(args or [])]
         if data_dir:
             entry["command"].append(f"--data-dir={data_dir}")
-        if policy_from_hub:
+        if policy_from_hub:  # its page is the studio home: no menu entry of its own
             entry["command"].append("--policy-from-hub")
+            entry["display"] = False
         if environment:
             entry["environment"] = dict(environment)
     return entry

@@ -180,6 +180,12 @@ class LifespanService(Application):
         self.sweeper = Sweeper(self.client, self.rules, self.metrics, concurrency=self.concurrency,
                                page_limit=self.page_limit, dry_run=self.dry_run)
 
+    def home_url(self) -> str:
+        """The studio home's path (beside the hub's API) when the policy comes from it."""
+        if not self.policy_from_hub:
+            return ""
+        return urlparse(self.api_url).path.rstrip("/").removesuffix("/api") + "/studios"
+
     def exit_with(self, message: str) -> None:
         self.log.critical(message)
         self.exit(1)
@@ -254,7 +260,7 @@ class LifespanService(Application):
                                                                    api_url=self.api_url,
                                                                    cache_max_age=60),
                            cookie_secret=self.cookie_secret(),
-                           warning_minutes=self.warning_minutes)
+                           warning_minutes=self.warning_minutes, home_url=self.home_url())
             app.listen(url.port or 80, url.hostname or "")
             self.log.info("Serving %s on %s", self.service_prefix, self.bind_url)
         self.log.info("Sweeping every %gs (hour = %gs, warning %g min, base policy %s, "

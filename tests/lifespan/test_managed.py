@@ -71,6 +71,8 @@ def test_policy_from_the_hub_and_extensions_from_the_studio_home(tmp_path) -> No
         assert hub.is_ready("kim", "extended"), "its extension (2 h = 10 s) keeps it running"
         wait_for(lambda: hub.is_gone("kim", "extended"), 20, what="kim/extended stopped")
         assert hub.is_ready("kim", "long")
+        page = session.get(hub.public_url + "/services/lifespan/", timeout=10)
+        assert page.url.endswith("/hub/studios"), "the service's page is the studio home"
     finally:
         for server in ("short", "extended", "long"):
             hub.stop_server("kim", server)
