@@ -448,12 +448,19 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             raise StudioStartError(failure.message, failure.container)
         return super().is_pod_running(pod)
 
+    def _reflected_pod(self) -> dict[str, Any] | None:
+        reflector = getattr(self, "pod_reflector", None)
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
     def running_step(self) -> str | None:
         """The start-up step running in the studio's pod now (from the pod reflector)."""
-        reflector = getattr(self, "pod_reflector", None)
-        if reflector is None:
-            return None
-        return running_step(reflector.pods.get(f"{self.namespace}/{self.pod_name}"))
+        return running_step(self._reflected_pod())
+
+    def failure_now(self) -> LastFailure | None:
+        """Why the pod cannot start, as soon as the pod shows it (before the start fails)."""
+        failure = pod_failure(self._reflected_pod())
+        return LastFailure.now(START_FAILED + failure.message, failure.container) if failure \
+            else None
 
     async def progress(self):  # type: ignore[override]
         async for event in super().progress():

@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ IMAGES = Path(__file__).parents[1] / "docs" / "images"
 MEMBERS = {"genomics": {"ann": "launch", "ben": "connect", "eve": "admin"},
            "proteomics": {"ann": "launch"}}
 START_MS = 120_000
+# A Conda "build" that takes a few seconds and fails like a real one (the demo image has none).
+INSTALLER = ("sh -c 'echo Solving environment; sleep 6; "
+             "echo PackagesNotFoundError: nope >&2; exit 1'")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,7 @@ configure_workspace_sharing(c)
 configure_studio_home(c)
 c.StudioSpawner.allowed_registries = ["devcluster.local/*"]
 c.StudioSpawner.lifespan_max_hours = 24
+c.StudioSpawner.startup_installer = {INSTALLER!r}
 c.StudioSpawner.templates = [
     {{"id": "demo", "display_name": "Demo studio", "image": "{STUDIO_IMAGE}",
       "description": "A small Jupyter server", "default_url": "/api"}},
@@ -231,7 +236,7 @@ def test_build_failure_comes_back_to_the_form_and_its_report_stays(hub, browser)
     expect(page.locator(".studio-page .studio-status")).to_have_attribute("data-status",
                                                                           "build-failed")
     expect(page.locator("#studio-failure")).to_contain_text("Build report")
-    expect(page.locator("#studio-report")).to_contain_text("Building your conda environment")
+    expect(page.locator("#studio-report")).to_contain_text("PackagesNotFoundError: nope")
     state = wait_for_server(hub, "ann", "needs-numpy")
     assert not state.get("ready")
 
@@ -262,3 +267,60 @@ def test_screenshots_of_the_home_and_the_new_studio_form(hub, browser, ann_studi
     page.fill("#studio-description", "Clustering of the 2026 atlas")
     page.set_viewport_size({"width": 1000, "height": 900})
     page.screenshot(path=str(IMAGES / "new-studio.png"), full_page=True)
+
+
+def test_status_of_each_state_over_http(hub):
+    """The status the home derives, seen over HTTP while studios start, build, fail and stop."""
+    session = hub.login("ann")
+
+    def status(server: str) -> str | None:
+        page = session.get(f"{hub.url}/hub/studios/ann/{server}", timeout=30)
+        if page.status_code == 404:
+            return None  # the hub has not created the server yet
+        return re.search(r'studio-page".*?data-status="([a-z-]+)"', page.text, re.S)[1]
+
+    def watch(server: str, until: str, timeout: float = 120) -> list[str]:
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not seen or seen[-1] != until:
+            assert time.monotonic() < deadline, f"{server}: {seen}, never {until}"
+            now = status(server)
+            if now and (not seen or seen[-1] != now):
+                seen.append(now)
+            time.sleep(0.3)
+        return seen
+
+    calls = ThreadPoolExecutor(max_workers=2)  # the hub answers a start after up to 10 s
+
+    def start(server: str, **options) -> None:
+        body = {"name": server, "workspace": "genomics", "template": "demo", **options}
+        calls.submit(hub.api, "POST", f"/users/ann/servers/{server}", json=body)
+
+    start("conda", environment_yml="dependencies:\n  - nope\n")
+    seen = watch("conda", "build-failed")
+    assert "building" in seen and set(seen) <= {
+        "starting", "building", "build-failed", "stopping"}, seen
+    assert seen.index("build-failed") == seen.index("building") + 1, "shown as it happens"
+    page = session.get(f"{hub.url}/hub/studios/ann/conda", timeout=30).text
+    assert "Build report" in page and "PackagesNotFoundError: nope" in page
+    assert "~/.local/share/studio/logs/" in page
+
+    start("plain")
+    assert set(watch("plain", "running")) <= {"starting", "running"}
+    assert hub.api("DELETE", "/users/ann/servers/plain").status_code in (202, 204)
+    assert watch("plain", "stopped")[-1] == "stopped"
+    assert 'id="studio-failure"' not in session.get(f"{hub.url}/hub/studios/ann/plain",
+                                               timeout=30).text
+
+    calls.submit(hub.api, "POST", "/users/ann/servers/pull", json={
+        "name": "pull", "workspace": "genomics", "image": BROKEN_IMAGE})
+    assert watch("pull", "errored")[-1] == "errored"
+    page = session.get(f"{hub.url}/hub/studios/ann/pull", timeout=30).text
+    assert "could not be pulled" in page and "Build report" not in page
+
+    start("conda", environment_yml="")  # fixed: a new start clears the failure
+    assert watch("conda", "running")[-1] == "running"
+    assert 'id="studio-failure"' not in session.get(f"{hub.url}/hub/studios/ann/conda",
+                                               timeout=30).text
+    hub.api("DELETE", "/users/ann/servers/conda")
+    calls.shutdown()

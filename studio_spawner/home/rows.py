@@ -112,6 +112,11 @@ def studio_row(
                else LastFailure.from_state(orm_spawner.state))
     status = derive_status(active=active, ready=ready, pending=pending, step=step,
                            failure=failure)
+    if pending == "spawn" and hasattr(live, "failure_now"):  # failed, the hub not told yet
+        failing = live.failure_now()
+        if failing:
+            failure = failing
+            status = "build-failed" if failing.build_failed else "errored"
     started = _time(orm_spawner.started)
     time_left = None
     if status == "running" and started:
