@@ -224,7 +224,8 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             options = self.parse(raw, form_errors=problems)
         except OptionsError as error:
             self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
-            self.forget_if_unsaved()
+            if not self.orm_spawner.user_options:  # nothing saved before this form
+                self.forget_if_unsaved()
             raise
         return options.to_user_options()
 
@@ -239,7 +240,8 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             self.studio_options = self.parse(self.user_options or {})
         except OptionsError as error:
             self.last_failure = LastFailure.now(error.jupyterhub_message)
-            self.forget_if_unsaved()
+            if self._options_came_with_request():
+                self.forget_if_unsaved()
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
         self.studio_saved = True
         return self._record_failure(super().start())
@@ -255,6 +257,13 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             message = getattr(error, "jupyterhub_message", None) or str(error)
             self.last_failure = LastFailure.now(message, getattr(error, "step", None))
             raise
+
+    def _options_came_with_request(self) -> bool:
+        """The refused options are the request's body (not ones saved before, e.g. by
+        JupyterHub 6's PUT, which a start without a body uses)."""
+        handler = getattr(self, "handler", None)
+        body = (getattr(getattr(handler, "request", None), "body", b"") or b"").strip()
+        return body not in (b"", b"{}", b"null")
 
     def forget_if_unsaved(self) -> None:
         """Delete this named server soon, unless it was ever saved (a refused first try).

@@ -239,7 +239,9 @@ class NewStudioHandler(FormHandler):
             await self.show(spawner, values, errors, mode="new", owner=user.name, status=400)
             return
         server = server_name_for(options["name"], user.orm_spawners)
-        spawner = user.spawners[server]  # now the hub creates the server's row
+        create = getattr(user, "get_or_create_spawner", None)  # JupyterHub 6, with a name
+        # now the hub creates the server's row
+        spawner = create(server, options["name"]) if create else user.spawners[server]
         self.save(spawner, options)
         if self.get_body_argument("action", "add") == "add-and-start":
             await self.start_then_redirect(user, server, spawner, values)
