@@ -237,6 +237,8 @@ def test_build_failure_comes_back_to_the_form_and_its_report_stays(hub, browser)
                                                                           "build-failed")
     expect(page.locator("#studio-failure")).to_contain_text("Build report")
     expect(page.locator("#studio-report")).to_contain_text("PackagesNotFoundError: nope")
+    page.set_viewport_size({"width": 1100, "height": 700})
+    page.screenshot(path=str(IMAGES / "build-report.png"))
     state = wait_for_server(hub, "ann", "needs-numpy")
     assert not state.get("ready")
 
