@@ -8,6 +8,7 @@ form go to docs/images/ (the README shows them).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -314,8 +315,11 @@ def test_status_of_each_state_over_http(hub):
     assert 'id="studio-failure"' not in session.get(f"{hub.url}/hub/studios/ann/plain",
                                                timeout=30).text
 
+    began = time.monotonic()
     calls.submit(hub.api, "POST", "/users/ann/servers/pull", json={
         "name": "pull", "workspace": "genomics", "image": BROKEN_IMAGE})
+    assert "could not be pulled" in last_progress_event(hub, "ann", "pull")["message"]
+    assert time.monotonic() - began < 30, "the progress stream ends as soon as the pull fails"
     assert watch("pull", "errored")[-1] == "errored"
     page = session.get(f"{hub.url}/hub/studios/ann/pull", timeout=30).text
     assert "could not be pulled" in page and "Build report" not in page
@@ -326,3 +330,19 @@ def test_status_of_each_state_over_http(hub):
                                                timeout=30).text
     hub.api("DELETE", "/users/ann/servers/conda")
     calls.shutdown()
+
+
+def last_progress_event(hub: Hub, user: str, server: str) -> dict:
+    """Follow the spawn's progress stream (what the progress page shows) to its last event."""
+    deadline = time.monotonic() + 60
+    while True:
+        stream = hub.api("GET", f"/users/{user}/servers/{server}/progress", stream=True)
+        if stream.status_code == 200:
+            break
+        assert time.monotonic() < deadline, stream.text
+        time.sleep(0.2)  # the hub has not created the server yet
+    event: dict = {}
+    for line in stream.iter_lines():
+        if line.startswith(b"data:"):
+            event = json.loads(line[5:])
+    return event
