@@ -26,6 +26,10 @@ FATAL_WAITING = {
 }
 
 
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                           "ErrImageNeverPull"})
+
+
 def _describe(name: str) -> str:
     title = STEP_TITLES.get(name)
     return f"start-up step '{title}'" if title else f"container '{name}'"
@@ -64,7 +68,9 @@ def _status_failure(status: dict[str, Any], init: bool) -> PodFailure | None:
         crashed = _terminated_failure(name, last)
         if crashed:
             return PodFailure(crashed, name)
-        text = f"{_describe(name)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
+        what = f"{FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
+        # the image concerns the whole pod, not the step that happens to wait for it
+        text = what if waiting["reason"] in IMAGE_REASONS else f"{_describe(name)}: {what}"
         return PodFailure(f"{text}: {detail}" if detail else text)
     for terminated in (state.get("terminated"), (status.get("lastState") or {}).get("terminated")):
         failure = _terminated_failure(name, terminated)

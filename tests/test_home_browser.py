@@ -304,6 +304,8 @@ def test_status_of_each_state_over_http(hub):
     assert "building" in seen and set(seen) <= {
         "starting", "building", "build-failed", "stopping"}, seen
     assert seen.index("build-failed") == seen.index("building") + 1, "shown as it happens"
+    wait_for_server(hub, "ann", "conda")  # the hub has cleaned up after the failure
+    assert status("conda") == "build-failed"
     page = session.get(f"{hub.url}/hub/studios/ann/conda", timeout=30).text
     assert "Build report" in page and "PackagesNotFoundError: nope" in page
     assert "~/.local/share/studio/logs/" in page
@@ -321,6 +323,7 @@ def test_status_of_each_state_over_http(hub):
     assert "could not be pulled" in last_progress_event(hub, "ann", "pull")["message"]
     assert time.monotonic() - began < 30, "the progress stream ends as soon as the pull fails"
     assert watch("pull", "errored")[-1] == "errored"
+    wait_for_server(hub, "ann", "pull")
     page = session.get(f"{hub.url}/hub/studios/ann/pull", timeout=30).text
     assert "could not be pulled" in page and "Build report" not in page
 
