@@ -71,18 +71,27 @@
       return;
     }
     button.disabled = true;
-    var done = action === "start" ? call("POST", owner, server) : call("DELETE", owner, server);
-    done.then(function () {
+    var settled = false;
+    function next() {  // the owner follows the start's progress; others see the status
+      if (settled) { return; }
+      settled = true;
       if (action === "start" && owner === data.user) {
         window.location.href = base + "spawn-pending/" + encodeURIComponent(owner) + "/" +
           encodeURIComponent(server);
       } else {
         window.location.reload();
       }
-    }).catch(function (error) {
+    }
+    var done = action === "start" ? call("POST", owner, server) : call("DELETE", owner, server);
+    done.then(next).catch(function (error) {
+      if (settled) { return; }  // the page already moved on; it shows the failure itself
+      settled = true;
       button.disabled = false;
       showError(box.dataset.name + ": " + error.message);
     });
+    // The hub answers a start only when it is done (or after 10 s): move on before that,
+    // unless it is refused at once.
+    if (action === "start") { window.setTimeout(next, 1500); }
   }
 
   if (dialog) {
@@ -103,4 +112,17 @@
   });
   localTimes();
   window.setInterval(localTimes, 30000);
+
+  // While a studio starts, builds or stops, reload every few seconds to show its new status
+  // (not while the user is typing or deciding in the delete dialog).
+  var changing = document.querySelector(
+    ".studio-status[data-status=starting], .studio-status[data-status=building], " +
+    ".studio-status[data-status=stopping]");
+  if (changing) {
+    window.setTimeout(function again() {
+      var busy = (dialog && dialog.open) ||
+        (document.activeElement && document.activeElement.matches("input, select, textarea"));
+      if (busy) { window.setTimeout(again, 5000); } else { window.location.reload(); }
+    }, 5000);
+  }
 })();
