@@ -37,6 +37,7 @@ c.KubeSpawner.start_timeout = 180
 c.KubeSpawner.uid = 1000
 c.KubeSpawner.fs_gid = 100
 c.KubeSpawner.storage_pvc_ensure = True
+c.KubeSpawner.storage_capacity = "10Gi"
 c.KubeSpawner.pvc_name_template = "claim-{{user_server}}"
 c.KubeSpawner.volumes = [{{"name": "home",
     "persistentVolumeClaim": {{"claimName": "claim-{{user_server}}"}}}}]
@@ -61,7 +62,9 @@ c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 def cycle(hub: Hub, user: str, server: str) -> float:
     """Seconds from the start request until the server is ready (then stop and wait)."""
     started = time.perf_counter()
-    hub.api("POST", f"/users/{user}/servers/{server}", json={"name": server}).raise_for_status()
+    response = hub.api("POST", f"/users/{user}/servers/{server}", json={"name": server})
+    if response.status_code >= 400:
+        raise SystemExit(f"{response.status_code} {response.text}\n{hub.log.read_text()[-3000:]}")
     while not hub.api("GET", f"/users/{user}").json()["servers"].get(server, {}).get("ready"):
         time.sleep(0.05)
     elapsed = time.perf_counter() - started

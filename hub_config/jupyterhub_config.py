@@ -7,6 +7,7 @@ Use it as it is for a trial (``./dev run``), or copy the blocks you need. Every
 
 import os
 
+from studio_spawner.home import configure_studio_home
 from studio_spawner.lifespan import lifespan_role, lifespan_service, user_access_role
 from studio_spawner.sharing import configure_workspace_sharing
 
@@ -28,8 +29,12 @@ c.DummyAuthenticator.password = os.environ.get("STUDIO_DEMO_PASSWORD", "studio")
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
 
-# --- The lifespan service: stops studios when their time is up; users extend at /services/lifespan
-c.JupyterHub.services = [lifespan_service(args=["--interval=60"])]
+# --- The studio home: /hub/studios, where users land after login (docs/home.md) -----------------
+configure_studio_home(c)
+
+# --- The lifespan service stops studios when their time is up. Its policy is the
+# c.StudioSpawner.lifespan_* settings below, read from the hub; users extend on the studio home.
+c.JupyterHub.services = [lifespan_service(args=["--interval=60"], policy_from_hub=True)]
 c.JupyterHub.load_roles = [lifespan_role(), user_access_role()]
 
 # --- Collaboration: workspaces, roles and the private toggle (docs/collaboration.md) ----------

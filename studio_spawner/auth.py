@@ -25,7 +25,7 @@ from jupyterhub.utils import maybe_future
 from traitlets import Dict, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .lifespan.hub_client import HubAPIError
+from .hub_api import HubAPIError
 from .sharing import HubShares, sharing_error
 from .workspaces import (
     ClaimMapping,

@@ -12,10 +12,11 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from .conda_spec import CondaPolicy
+from .lifespan import policy as lifespan_policy
 from .pip_spec import PipPolicy
 from .validators import (
     AWS_REGION,
@@ -274,6 +275,28 @@ class StudioCatalog(Configurable):
     allow_keep_running = Bool(
         False, config=True, help="Let users choose 'keep running' (no lifespan limit)."
     )
+    lifespan_absolute_max_hours = Integer(
+        None,
+        min=1,
+        allow_none=True,
+        config=True,
+        help="No studio, not even 'keep running', runs longer than this (None: no limit).",
+    )
+    lifespan_warning_minutes = Float(
+        30, min=0, config=True, help="The studio home and the lifespan service warn this many "
+        "minutes before a studio stops."
+    )
+    lifespan_hour_seconds = Float(
+        3600, min=0.001, config=True, help="Seconds in a lifespan hour. Only tests and demos "
+        "change it; every lifespan setting in hours scales with it."
+    )
+    lifespan_group_policies = Dict(
+        config=True,
+        help="""Per-group lifespan overrides for the lifespan service and the studio home's
+        Extend, e.g. {'gpu-users': {'max_hours': 24, 'allow_keep_running': True}}. Keys:
+        default_hours, max_hours, allow_keep_running, absolute_max_hours. A user in several
+        groups gets the most generous value of each key. The form keeps the base bounds.""",
+    )
     protected_env_names = List(
         Unicode(),
         config=True,
@@ -345,6 +368,16 @@ class StudioCatalog(Configurable):
                 raise TraitError(f"StudioSpawner.data_repositories[{index}].{problem}")
         return proposal["value"]
 
+    @validate("lifespan_group_policies")
+    def _check_group_policies(self, proposal: dict) -> dict:
+        base = self.lifespan_policy()
+        for group, overrides in proposal["value"].items():
+            try:
+                lifespan_policy.group_policy(base, overrides, group)
+            except (TypeError, ValueError) as error:
+                raise TraitError(f"StudioSpawner.lifespan_group_policies: {error}") from None
+        return proposal["value"]
+
     @validate("ecr_allowed_accounts")
     def _check_accounts(self, proposal: dict) -> list:
         return _all_match(proposal["value"], AWS_ACCOUNT, "ecr_allowed_accounts",
@@ -354,6 +387,21 @@ class StudioCatalog(Configurable):
     def _check_regions(self, proposal: dict) -> list:
         return _all_match(proposal["value"], AWS_REGION, "ecr_allowed_regions",
                           "an AWS region looks like eu-west-1")
+
+    def lifespan_policy(self) -> lifespan_policy.Policy:
+        """The base lifespan policy: the one the form, the home and the service apply."""
+        return lifespan_policy.Policy(
+            default_hours=self.lifespan_default_hours,
+            min_hours=self.lifespan_min_hours,
+            max_hours=self.lifespan_max_hours,
+            allow_keep_running=self.allow_keep_running,
+            absolute_max_hours=self.lifespan_absolute_max_hours,
+        )
+
+    def lifespan_group_policy_entries(self) -> dict[str, lifespan_policy.Policy]:
+        base = self.lifespan_policy()
+        return {group: lifespan_policy.group_policy(base, overrides, group)
+                for group, overrides in self.lifespan_group_policies.items()}
 
     def template_entries(self) -> dict[str, Template]:
         return {t.id: t for t in _entries(Template, "templates", self.templates)}

@@ -5,11 +5,13 @@ Pure functions over the pod dict that KubeSpawner's reflector holds (camelCase k
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+BUILD_STEP = "studio-user-env"  # the init container that builds the user's environment.yml
 STEP_TITLES = {
     "studio-sync-envs": "Syncing the image's conda environments into your home",
-    "studio-user-env": "Building your conda environment",
+    BUILD_STEP: "Building your conda environment",
     "studio-kernels": "Registering kernels",
 }
 FATAL_WAITING = {
@@ -22,8 +24,8 @@ FATAL_WAITING = {
     "RunContainerError": "the container could not be run",
     "CrashLoopBackOff": "the container keeps crashing",
 }
-
-
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                           "ErrImageNeverPull"})
 CONNECT = "studio-connect"
 CONTAINER_TITLES = {CONNECT: "the studio's proxy (studio-connect)"}
 
@@ -43,12 +45,28 @@ def _terminated_failure(
     if not terminated or terminated.get("exitCode", 0) == 0:
         return None
     message = (terminated.get("message") or terminated.get("reason") or "").strip()
-    failed = "failed (build failed)" if name == "studio-user-env" else "failed"
+    failed = "failed (build failed)" if name == BUILD_STEP else "failed"
     text = f"{_describe(name, tool)} {failed} with exit code {terminated['exitCode']}"
     return f"{text}: {message}" if message else text
 
 
-def _status_failure(status: dict[str, Any], init: bool, tool: bool = False) -> str | None:
+@dataclass(frozen=True)
+class PodFailure:
+    """Why a pod will not become ready: the message, and the container that ran and failed
+    (None when none ran, e.g. the image could not be pulled)."""
+
+    message: str
+    container: str | None = None
+
+    @property
+    def build_failed(self) -> bool:
+        """The user's environment.yml did not build (the build step failed)."""
+        return self.container == BUILD_STEP
+
+
+def _status_failure(
+    status: dict[str, Any], init: bool, tool: bool = False
+) -> PodFailure | None:
     name = status.get("name", "?")
     state = status.get("state") or {}
     waiting = state.get("waiting") or {}
@@ -57,21 +75,23 @@ def _status_failure(status: dict[str, Any], init: bool, tool: bool = False) -> s
         last = (status.get("lastState") or {}).get("terminated")
         crashed = _terminated_failure(name, last, tool)
         if crashed:
-            return crashed
-        text = f"{_describe(name, tool)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
-        return f"{text}: {detail}" if detail else text
+            return PodFailure(crashed, name)
+        what = f"{FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
+        # the image concerns the whole pod, not the step that happens to wait for it
+        text = what if waiting["reason"] in IMAGE_REASONS else f"{_describe(name, tool)}: {what}"
+        return PodFailure(f"{text}: {detail}" if detail else text)
     for terminated in (state.get("terminated"), (status.get("lastState") or {}).get("terminated")):
         failure = _terminated_failure(name, terminated, tool)
         if failure:
-            return failure
+            return PodFailure(failure, name)
     if not init and state.get("terminated"):
         text = f"{_describe(name, tool)} exited before the server was ready"
         output = (state["terminated"].get("message") or "").strip()
-        return f"{text}: {output}" if output else text
+        return PodFailure(f"{text}: {output}" if output else text, name)
     return None
 
 
-def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
+def pod_failure(pod: dict[str, Any] | None) -> PodFailure | None:
     """Why this pod will not become ready, or None while it may still start."""
     if not pod:
         return None
@@ -80,11 +100,26 @@ def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
     tool = any(c.get("name") == CONNECT for c in containers)
     for key, init in (("initContainerStatuses", True), ("containerStatuses", False)):
         for container in status.get(key) or []:
-            reason = _status_failure(container, init, tool)
-            if reason:
-                return reason
+            failure = _status_failure(container, init, tool)
+            if failure:
+                return failure
     if status.get("phase") == "Failed":
-        return f"the pod failed: {status.get('reason', '')} {status.get('message', '')}".strip()
+        text = f"the pod failed: {status.get('reason', '')} {status.get('message', '')}"
+        return PodFailure(text.strip())
+    return None
+
+
+def pod_failure_reason(pod: dict[str, Any] | None) -> str | None:
+    """The message of ``pod_failure`` (None while the pod may still start)."""
+    failure = pod_failure(pod)
+    return failure.message if failure else None
+
+
+def running_step(pod: dict[str, Any] | None) -> str | None:
+    """The start-up step (init container) running now, if any."""
+    for container in ((pod or {}).get("status") or {}).get("initContainerStatuses") or []:
+        if (container.get("state") or {}).get("running"):
+            return container.get("name")
     return None
 
 

@@ -34,6 +34,7 @@ def table(cls: type[HasTraits]) -> list[str]:
 
 def reference() -> str:
     from .auth import WorkspaceAuthenticator
+    from .home import StudioHome
     from .spawner import StudioSpawner
 
     lines = [
@@ -51,6 +52,13 @@ def reference() -> str:
         "`studio_spawner.auth` (see [collaboration.md](collaboration.md)).",
         "",
         *table(WorkspaceAuthenticator),
+        "",
+        "## The studio home",
+        "",
+        "Set each as `c.StudioHome.<name>` after `configure_studio_home(c)` (see",
+        "[home.md](home.md)).",
+        "",
+        *table(StudioHome),
     ]
     return "\n".join(lines) + "\n"
 

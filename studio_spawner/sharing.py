@@ -30,7 +30,7 @@ from tornado import web
 from traitlets import Bool, Integer, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from .lifespan.hub_client import HubAPIError, HubClient
+from .hub_api import HubAPIError, HubClient
 from .workspaces import (
     LAUNCH_ROLE,
     ROLES,

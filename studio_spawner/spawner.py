@@ -33,21 +33,24 @@ from .errors import FieldError, OptionsError
 from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .options import StudioOptions, form_to_raw, parse_options
-from .pod_status import describe_event, pod_failure_reason
+from .pod_status import describe_event, pod_failure, running_step
 from .sharing import WorkspaceSharing
 from .startup import program_files
+from .studio_status import FAILURE_KEY, SAVED_KEY, START_FAILED, LastFailure
 
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
 OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
                      "uid", "gid", "allow-other")
+FORGET_DELAY_SECONDS = 1.0  # after the hub has finished handling a refused start
 
 
 class StudioStartError(web.HTTPError):
     """The studio's pod cannot become ready; the message says why (also in API errors)."""
 
-    def __init__(self, reason: str):
-        super().__init__(500, "%s", f"The studio could not start: {reason}")
+    def __init__(self, reason: str, step: str | None = None):
+        super().__init__(500, "%s", f"{START_FAILED}{reason}")
         self.jupyterhub_message = self.log_message % self.args
+        self.step = step  # the start-up step (init container) that failed, if any
 
     def __str__(self) -> str:
         return self.jupyterhub_message
@@ -176,6 +179,10 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     _failed_forms: ClassVar[dict[str, tuple[dict[str, Any], dict[str, str]]]] = {}
     studio_options: StudioOptions | None = None
     _studio_disk_gib: int | None = None
+    #: Why the last start failed (kept in the state, so it outlives the pod and the spawner).
+    last_failure: LastFailure | None = None
+    #: The studio was saved (added from the studio home, or started): a refused start keeps it.
+    studio_saved: bool = False
 
     @default("options_form")
     def _default_options_form(self) -> Any:
@@ -257,6 +264,8 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             options = self.parse(raw, form_errors=problems)
         except OptionsError as error:
             self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
+            if not self.orm_spawner.user_options:  # nothing saved before this form
+                self.forget_if_unsaved()
             raise
         return options.to_user_options()
 
@@ -273,12 +282,55 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         return options
 
     def start(self) -> Any:
-        """Refuse invalid options with HTTP 400 before anything is created, then start."""
+        """Refuse invalid options with HTTP 400 before anything is created, then start.
+
+        A refused first start leaves no empty studio behind; any failure is recorded in
+        ``last_failure`` (and so in the state) for the studio home.
+        """
+        self.last_failure = None
         try:
             self.studio_options = self.parse(self.user_options or {})
         except OptionsError as error:
+            self.last_failure = LastFailure.now(error.jupyterhub_message)
+            if self._options_came_with_request():
+                self.forget_if_unsaved()
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
-        return super().start()
+        self.studio_saved = True
+        return self._record_failure(super().start())
+
+    async def _record_failure(self, starting: Any) -> Any:
+        try:
+            return await starting
+        except asyncio.CancelledError:  # the hub's start_timeout
+            self.last_failure = LastFailure.now(
+                f"The studio did not start in {self.start_timeout} seconds")
+            raise
+        except Exception as error:
+            message = getattr(error, "jupyterhub_message", None) or str(error)
+            self.last_failure = LastFailure.now(message, getattr(error, "step", None))
+            raise
+
+    def _options_came_with_request(self) -> bool:
+        """The refused options are the request's body (not ones saved before, e.g. by
+        JupyterHub 6's PUT, which a start without a body uses)."""
+        handler = getattr(self, "handler", None)
+        body = (getattr(getattr(handler, "request", None), "body", b"") or b"").strip()
+        return body not in (b"", b"{}", b"null")
+
+    def forget_if_unsaved(self) -> None:
+        """Delete this named server soon, unless it was ever saved (a refused first try).
+
+        JupyterHub creates the server's database row before the form is parsed and before
+        ``start()``; without this, every rejected first start would leave an empty studio.
+        """
+        if not self.studio_saved and self.name:
+            asyncio.get_running_loop().call_later(FORGET_DELAY_SECONDS, self._forget)
+
+    def _forget(self) -> None:
+        from .home.servers import forget_server  # the home owns server removal
+
+        if not (self.studio_saved or self.active or self.pending):
+            forget_server(self.user, self.name, self.orm_spawner)
 
     async def load_user_options(self) -> None:
         """Validate the stored/API options, apply them, and prepare their cloud resources."""
@@ -487,10 +539,24 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
 
     def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
         """Ready, or raise at once with the reason when the pod can never become ready."""
-        reason = pod_failure_reason(pod)
-        if reason:
-            raise StudioStartError(reason)
+        failure = pod_failure(pod)
+        if failure:
+            raise StudioStartError(failure.message, failure.container)
         return super().is_pod_running(pod)
+
+    def _reflected_pod(self) -> dict[str, Any] | None:
+        reflector = getattr(self, "pod_reflector", None)
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
+    def running_step(self) -> str | None:
+        """The start-up step running in the studio's pod now (from the pod reflector)."""
+        return running_step(self._reflected_pod())
+
+    def failure_now(self) -> LastFailure | None:
+        """Why the pod cannot start, as soon as the pod shows it (before the start fails)."""
+        failure = pod_failure(self._reflected_pod())
+        return LastFailure.now(START_FAILED + failure.message, failure.container) if failure \
+            else None
 
     async def progress(self):  # type: ignore[override]
         try:
@@ -509,11 +575,17 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             self._studio_disk_gib = self._studio_disk_gib or self.studio_options.disk_gib
         if self._studio_disk_gib:
             state["studio_disk_gib"] = self._studio_disk_gib
+        if self.last_failure:
+            state[FAILURE_KEY] = self.last_failure.to_state()
+        if self.studio_saved:
+            state[SAVED_KEY] = True
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         self._studio_disk_gib = state.get("studio_disk_gib")
+        self.last_failure = LastFailure.from_state(state)
+        self.studio_saved = bool(state.get(SAVED_KEY))
 
     def clear_state(self) -> None:
         super().clear_state()

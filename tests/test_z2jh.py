@@ -16,6 +16,7 @@ from traitlets.config import Config
 
 from studio_spawner.auth import WorkspaceAuthenticator
 from studio_spawner.cli import offline_spawner
+from studio_spawner.home.handlers import StudiosHandler
 from studio_spawner.lifespan.app import LifespanService
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,10 +139,10 @@ def test_lifespan_service_command_and_role(monkeypatch):
     app = LifespanService()
     app.initialize(service["command"][3:])
     assert app.bind_url == "http://0.0.0.0:10101" and app.interval == 60
-    spawner = hub_config(values).StudioSpawner
-    assert (app.default_hours, app.max_hours, app.allow_keep_running) == (
-        spawner.lifespan_default_hours, spawner.lifespan_max_hours, spawner.allow_keep_running
-    ), "the service and the form must apply the same lifespan policy"
+    assert app.policy_from_hub, "one lifespan policy: the service reads the hub's"
+    config = hub_config(values)
+    assert config.StudioHome.lifespan_extensions_file == f"{app.data_dir}/extensions.json"
+    assert ("/studios/?", StudiosHandler) in config.JupyterHub.extra_handlers.get_value([])
     from studio_spawner.lifespan import SCOPES
 
     role = values["hub"]["loadRoles"]["lifespan-service"]

@@ -12,6 +12,8 @@ import sys
 from typing import Any
 
 SERVICE_NAME = "lifespan"
+#: Where the studio home serves the one lifespan policy, under the hub's API URL.
+POLICY_PATH = "/studios/lifespan-policy"
 
 #: The narrowest scopes the service needs: list users with ready servers (``list:users``),
 #: read their groups for group policies (``read:users:groups``), read servers with
@@ -29,13 +31,15 @@ def lifespan_service(*, name: str = SERVICE_NAME, port: int = 10101, managed: bo
                      url: str | None = None, args: list[str] | None = None,
                      data_dir: str | None = None,
                      environment: dict[str, str] | None = None,
+                     policy_from_hub: bool = False,
                      python: str = sys.executable) -> dict[str, Any]:
     """The ``c.JupyterHub.services`` entry; ``managed=False`` for a service run elsewhere.
 
     A managed service is started by the hub with ``python -m studio_spawner.lifespan``; extra
     command line ``args`` (e.g. ``["--interval=60"]``) go after it; ``data_dir`` is where
     extensions persist (default ``./lifespan-data`` in the hub's directory). Users reach the page at
-    ``/services/<name>/`` through Hub OAuth.
+    ``/services/<name>/`` through Hub OAuth. ``policy_from_hub``: the service takes its policy
+    from ``c.StudioSpawner.lifespan_*`` through the studio home (``--policy-from-hub``).
     """
     entry: dict[str, Any] = {
         "name": name,
@@ -47,6 +51,9 @@ def lifespan_service(*, name: str = SERVICE_NAME, port: int = 10101, managed: bo
         entry["command"] = [python, "-m", "studio_spawner.lifespan", *(args or [])]
         if data_dir:
             entry["command"].append(f"--data-dir={data_dir}")
+        if policy_from_hub:  # its page is the studio home: no menu entry of its own
+            entry["command"].append("--policy-from-hub")
+            entry["display"] = False
         if environment:
             entry["environment"] = dict(environment)
     return entry
@@ -64,4 +71,5 @@ def user_access_role(service: str = SERVICE_NAME) -> dict[str, Any]:
     return {"name": "user", "scopes": ["self", f"access:services!service={service}"]}
 
 
-__all__ = ["SCOPES", "SERVICE_NAME", "lifespan_role", "lifespan_service", "user_access_role"]
+__all__ = ["POLICY_PATH", "SCOPES", "SERVICE_NAME", "lifespan_role", "lifespan_service",
+           "user_access_role"]

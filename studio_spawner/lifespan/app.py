@@ -16,8 +16,9 @@ from jupyterhub.services.auth import HubOAuth
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
+from ..hub_api import HubAPIError, HubClient
+from . import POLICY_PATH
 from . import policy as p
-from .hub_client import HubClient
 from .metrics import Metrics
 from .store import ExtensionStore
 from .studios import StudioRules, utcnow
@@ -25,6 +26,15 @@ from .sweeper import Sweeper
 from .web import make_app
 
 Hours = Float(allow_none=True)
+
+
+def apply_policy_document(rules: StudioRules, document: dict[str, Any]) -> None:
+    """Use the policy the hub serves (``home.handlers.policy_document``) in ``rules``."""
+    base = p.Policy(**document["policy"])
+    groups = {g: p.group_policy(base, o, g) for g, o in document["group_policies"].items()}
+    hour = float(document["hour_seconds"])
+    rules.base, rules.group_policies, rules.hour_seconds = base, groups, hour
+    rules.warning_seconds = float(document["warning_minutes"]) / 60 * hour
 
 
 class LifespanService(Application):
@@ -76,10 +86,19 @@ class LifespanService(Application):
                                "'allow_keep_running': True}}. Keys: default_hours, max_hours, "
                                "allow_keep_running, absolute_max_hours. A user in several groups "
                                "gets the most generous value of each key.")
+    policy_from_hub = Bool(
+        False, config=True,
+        help="""Take the lifespan policy from the hub at every sweep: c.StudioSpawner.lifespan_*
+        (and lifespan_group_policies, lifespan_hour_seconds, lifespan_warning_minutes), served
+        by the studio home at /hub/api/studios/lifespan-policy. The service's own
+        default_hours, min_hours, max_hours, allow_keep_running, absolute_max_hours,
+        group_policies, hour_seconds and warning_minutes are then unused. Until the first
+        answer, nothing is stopped.""")
     data_dir = Unicode(config=True,
                        help="Directory for extensions.json and the cookie secret "
                             "(default: ./lifespan-data).")
 
+    _policy_loaded = False
     #: The clock (aware UTC datetimes); in-process users (tests) may replace it.
     clock: Callable[[], datetime] = staticmethod(utcnow)
 
@@ -103,6 +122,8 @@ class LifespanService(Application):
         "dry-run": ({"LifespanService": {"dry_run": True}}, "Stop nothing, log only."),
         "allow-keep-running": ({"LifespanService": {"allow_keep_running": True}},
                                "Honour 'keep running'."),
+        "policy-from-hub": ({"LifespanService": {"policy_from_hub": True}},
+                            "Take the lifespan policy from the hub (c.StudioSpawner.lifespan_*)."),
         "generate-config": ({"LifespanService": {"generate_config": True}},
                             "Print a default config file and exit."),
     }
@@ -159,6 +180,12 @@ class LifespanService(Application):
         self.sweeper = Sweeper(self.client, self.rules, self.metrics, concurrency=self.concurrency,
                                page_limit=self.page_limit, dry_run=self.dry_run)
 
+    def home_url(self) -> str:
+        """The studio home's path (beside the hub's API) when the policy comes from it."""
+        if not self.policy_from_hub:
+            return ""
+        return urlparse(self.api_url).path.rstrip("/").removesuffix("/api") + "/studios"
+
     def exit_with(self, message: str) -> None:
         self.log.critical(message)
         self.exit(1)
@@ -188,10 +215,30 @@ class LifespanService(Application):
             logging.getLogger("studio_spawner").addHandler(h)
         self.build()
 
+    async def refresh_policy(self) -> bool:
+        """Load the hub's policy (with ``policy_from_hub``); False while there is none yet."""
+        if not self.policy_from_hub:
+            return True
+        try:
+            document = await self.client.get_json(POLICY_PATH)
+            apply_policy_document(self.rules, document)
+        except (HubAPIError, KeyError, TypeError, ValueError) as error:
+            self.metrics.errors.labels("policy").inc()
+            if not self._policy_loaded:
+                self.log.error("No lifespan policy from the hub yet (%s); stopping nothing "
+                               "until it answers", error)
+                return False
+            self.log.warning("Keeping the last lifespan policy: the hub did not answer (%s)",
+                             error)
+            return True
+        self._policy_loaded = True
+        return True
+
     async def sweep_forever(self) -> None:
         while True:
             try:
-                await self.sweeper.sweep()
+                if await self.refresh_policy():
+                    await self.sweeper.sweep()
             except Exception:
                 self.metrics.errors.labels("sweep").inc()
                 self.log.exception("Sweep failed; next try in %.0fs", self.interval)
@@ -199,6 +246,8 @@ class LifespanService(Application):
 
     async def run(self) -> None:
         if self.once:
+            if not await self.refresh_policy():
+                self.exit(1)
             result = await self.sweeper.sweep()
             self.client.close()
             if result.failed:
@@ -211,7 +260,7 @@ class LifespanService(Application):
                                                                    api_url=self.api_url,
                                                                    cache_max_age=60),
                            cookie_secret=self.cookie_secret(),
-                           warning_minutes=self.warning_minutes)
+                           warning_minutes=self.warning_minutes, home_url=self.home_url())
             app.listen(url.port or 80, url.hostname or "")
             self.log.info("Serving %s on %s", self.service_prefix, self.bind_url)
         self.log.info("Sweeping every %gs (hour = %gs, warning %g min, base policy %s, "

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from .hub_client import HubAPIError, HubClient
+from ..hub_api import HubAPIError, HubClient
 from .metrics import Metrics
 from .studios import Studio, StudioRules
 

@@ -14,7 +14,7 @@ from jupyterhub.utils import url_path_join
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
-from .hub_client import HubAPIError, HubClient
+from ..hub_api import HubAPIError, HubClient
 from .metrics import Metrics
 from .policy import PolicyError
 from .studios import Studio, StudioRules
@@ -136,6 +136,9 @@ class PageHandler(BaseHandler):
 
     @web.authenticated
     async def get(self) -> None:
+        if self.settings.get("lifespan_home_url"):  # the page lives on the studio home
+            self.redirect(self.settings["lifespan_home_url"])
+            return
         owner = self.owner_name()
         studios = await self.owner_studios(owner)
         hs = self.rules.hour_seconds
@@ -172,8 +175,12 @@ class MetricsHandler(web.RequestHandler):
 
 
 def make_app(*, prefix: str, client: HubClient, rules: StudioRules, metrics: Metrics,
-             hub_auth: HubOAuth, cookie_secret: bytes, warning_minutes: float) -> web.Application:
-    """The tornado application, every route under the service ``prefix``."""
+             hub_auth: HubOAuth, cookie_secret: bytes, warning_minutes: float,
+             home_url: str = "") -> web.Application:
+    """The tornado application, every route under the service ``prefix``.
+
+    ``home_url``: the studio home, where the page redirects (it shows and extends lifespans).
+    """
     prefix = prefix.rstrip("/") + "/"
     server = r"([^/]+)"
     jinja = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
@@ -190,4 +197,5 @@ def make_app(*, prefix: str, client: HubClient, rules: StudioRules, metrics: Met
         routes, hub_auth=hub_auth, cookie_secret=cookie_secret, xsrf_cookies=False,
         lifespan_client=client, lifespan_rules=rules, lifespan_metrics=metrics,
         lifespan_prefix=prefix, lifespan_jinja=jinja, lifespan_warning_minutes=warning_minutes,
+        lifespan_home_url=home_url,
     )

@@ -26,3 +26,13 @@ def test_prune_forgets_stopped_servers(tmp_path: Path) -> None:
 def test_corrupt_file_is_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "extensions.json").write_text("{not json")
     assert ExtensionStore(tmp_path / "extensions.json").hours("a", "", "t") == 0
+
+
+def test_a_second_process_sees_extensions_granted_by_the_first(tmp_path: Path) -> None:
+    service, home = ExtensionStore(tmp_path / "e.json"), ExtensionStore(tmp_path / "e.json")
+    assert service.hours("ann", "rna", "t1") == 0
+    home.set_hours("ann", "rna", "t1", 2)
+    assert service.hours("ann", "rna", "t1") == 2, "the service re-reads the home's grant"
+    service.prune([("ann", "rna", "t1")])
+    home.set_hours("ann", "rna", "t1", 3)
+    assert service.hours("ann", "rna", "t1") == 3

@@ -1,4 +1,4 @@
-"""A thin async client for the few Hub REST API calls the service makes."""
+"""A thin async client for the Hub REST API calls of the lifespan service, sharing and auth."""
 
 from __future__ import annotations
 
