@@ -32,23 +32,23 @@ IMAGES = Path(__file__).parents[1] / "docs" / "images"
 MEMBERS = {"genomics": {"ann": "launch", "ben": "connect", "eve": "admin"},
            "proteomics": {"ann": "launch"}}
 START_MS = 120_000
-# A Conda "build" that takes a few seconds and fails like a real one (the demo image has none).
+# A Conda "build" that takes a few seconds and fails like a real one.
 INSTALLER = ("sh -c 'echo Solving environment; sleep 6; "
              "echo PackagesNotFoundError: nope >&2; exit 1'")
 
 
 @pytest.fixture(scope="module")
-def hub(devcluster, kubelet, studio_images, tmp_path_factory) -> Iterator[Hub]:
+def hub(devcluster, tmp_path_factory) -> Iterator[Hub]:
     members = tmp_path_factory.mktemp("members") / "workspaces.yaml"
     members.write_text(yaml.safe_dump(MEMBERS))
-    config = studio_hub_config() + f"""
+    config = studio_hub_config(devcluster) + f"""
 from studio_spawner.home import configure_studio_home
 from studio_spawner.sharing import configure_workspace_sharing
 c.JupyterHub.authenticator_class = "studio_spawner.auth.WorkspaceDummyAuthenticator"
 c.WorkspaceAuthenticator.workspaces_file = "{members}"
 configure_workspace_sharing(c)
 configure_studio_home(c)
-c.StudioSpawner.allowed_registries = ["devcluster.local/*"]
+c.StudioSpawner.conda_solve = False  # the in-pod build below fails like a real one
 c.StudioSpawner.lifespan_max_hours = 24
 c.StudioSpawner.startup_installer = {INSTALLER!r}
 c.StudioSpawner.templates = [
@@ -224,7 +224,7 @@ def test_hub_admin_sees_all_studios_and_their_configuration(hub, browser, ann_st
     private.locator("a.studio-name").click()
     details = page.locator("#studio-details")
     expect(details).to_contain_text("Private: only the owner can open it")
-    expect(details).to_contain_text("devcluster.local/")
+    expect(details).to_contain_text("registry.studio.test/notebook")
 
 
 def test_build_failure_comes_back_to_the_form_and_its_report_stays(hub, browser):
