@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,7 +85,16 @@ def demo_env(cluster: DevCluster) -> dict[str, str]:
             "STUDIO_DEMO_CHANNEL_ALIAS": cluster.channel_alias}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: stop the hub, then the devcluster; a second signal cannot cut that."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     print("Starting the devcluster (the first run builds Kubernetes and the images: many "
           "minutes)…", flush=True)
     with tempfile.TemporaryDirectory(prefix="studio-demo-") as tmp, DevCluster() as cluster, \
@@ -99,6 +109,7 @@ def main(argv: list[str]) -> int:
         try:
             return hub.wait()
         except KeyboardInterrupt:
+            print("Stopping the hub and the devcluster…", flush=True)
             hub.terminate()
             return hub.wait(30)
 
