@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shlex
+import signal
 import subprocess
 import time
 import urllib.error
@@ -174,6 +176,7 @@ class Node:
             for task in self._ctr("tasks", "ls", "-q").stdout.split():
                 self._ctr("tasks", "rm", "-f", task)
         self.processes.stop("containerd")
+        self._kill_leftovers()  # containers of a containerd that died before it could stop them
         self.processes.stop("namespace")  # its private mounts (tmpfs, netns, volumes) go with it
         self._remove_cgroups()
         self.network.down()
@@ -331,6 +334,26 @@ oom_score = 0
             while time.monotonic() < deadline and self.control.request(
                     "GET", "/api/v1/pods")["items"]:
                 time.sleep(0.2)
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL every process in the pods' cgroups and every shim of our containerd."""
+        socket = str(self.containerd_socket)
+        pids: set[int] = set()
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            top = hierarchy / self.cgroup_root.lstrip("/")
+            for procs in top.rglob("cgroup.procs") if top.is_dir() else ():
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(pid) for pid in procs.read_text().split())
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if socket in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                        pids.add(int(proc.name))
+        for pid in pids - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if pids:
+            time.sleep(0.5)
 
     def _create_cgroups(self) -> None:
         """The kubelet's cgroup root in every v1 hierarchy (cpuset needs its CPUs and nodes)."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +32,8 @@ class Processes:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=env)
+                start_new_session=True, env=env,
+                preexec_fn=_die_with_parent if _on_main_thread() else None)
         self._procs[name] = proc
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
         return proc.pid
@@ -77,6 +81,17 @@ class Processes:
             os.kill(pid, signal.SIGKILL)
         if proc is not None:
             proc.wait()
+
+
+def _on_main_thread() -> bool:
+    """PR_SET_PDEATHSIG fires when the *thread* that forked exits: use it from the main one."""
+    return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM the child when the launcher dies without stopping it."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _pid_alive(pid: int) -> bool:
