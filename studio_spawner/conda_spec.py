@@ -9,6 +9,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 ALLOWED_KEYS = ("name", "channels", "dependencies", "variables")
 MAX_DEPENDENCIES = 500
+MAX_DEPTH = 16
+#: libyaml's safe loader when PyYAML has it (linear time), else PyYAML's own.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+          yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
 _VERSION = r"[A-Za-z0-9_.*+!-]+"
@@ -55,13 +61,21 @@ def validate_environment_yml(text: str, channels: list[str], max_bytes: int) -> 
 
 
 def _load(text: str) -> tuple[object, str | None]:
-    """safe_load, refusing anchors and aliases: (document, None) or (None, problem)."""
+    """safe_load, refusing anchors, aliases and deep nesting: (document, None) or (None, problem).
+
+    The token scan stops at the first problem, before PyYAML recurses (or slows down) on
+    deeply nested collections.
+    """
+    depth = 0
     try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        for token in yaml.scan(text, Loader=_LOADER):
+            line = token.start_mark.line + 1
             if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
-                line = token.start_mark.line + 1
                 return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
-        return yaml.safe_load(text), None
+            depth += isinstance(token, _OPENS) - isinstance(token, _CLOSES)
+            if depth > MAX_DEPTH:
+                return None, f"line {line}: nested more than {MAX_DEPTH} levels deep"
+        return yaml.load(text, Loader=_LOADER), None  # noqa: S506 (a safe loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
