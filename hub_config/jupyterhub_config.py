@@ -92,7 +92,7 @@ c.StudioSpawner.data_repositories = [
 
 # --- Policies ---------------------------------------------------------------------------------
 c.StudioSpawner.allow_custom_images = True
-c.StudioSpawner.allowed_registries = ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*"]
+c.StudioSpawner.allowed_registries = ["quay.io/**", "docker.io/**", "*.dkr.ecr.*.amazonaws.com/**"]
 c.StudioSpawner.allow_conda_with_custom_image = False
 c.StudioSpawner.conda_channels = ["conda-forge", "bioconda"]
 c.StudioSpawner.lifespan_default_hours = 8
@@ -129,5 +129,5 @@ if os.environ.get("STUDIO_DEMO_IMAGE"):
             {"name": "scratch", "bucket": "demo-scratch", "region": "eu-west-1",
              "writable": True, "description": "Demo scratch space"},
         ]
-    c.StudioSpawner.allowed_registries = ["devcluster.local/*", "quay.io/*"]
+    c.StudioSpawner.allowed_registries = ["devcluster.local/**", "quay.io/**"]
     c.Spawner.args = ["--ServerApp.allow_root=True"]

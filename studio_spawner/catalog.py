@@ -19,6 +19,7 @@ from .validators import (
     aws_region_error,
     bucket_name_error,
     parse_image,
+    registry_pattern_error,
     s3_prefix_error,
 )
 
@@ -26,6 +27,13 @@ ENTRY_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 DATA_NAME_MAX = 58  # the pod volume "data-<name>" is a DNS label of at most 63 characters
 CLAIM_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
 AWS_ACCOUNT = re.compile(r"[0-9]{12}")
+DEFAULT_RESERVED_LABEL_PREFIXES = (
+    "hub.jupyter.org", "studio.jupyter.org", "kubernetes.io", "k8s.io", "x-k8s.io",
+    "istio.io", "linkerd.io", "consul.hashicorp.com", "kuma.io",
+    "azure.workload.identity", "iam.gke.io", "eks.amazonaws.com",
+    "kueue.x-k8s.io", "volcano.sh", "scheduling.x-k8s.io", "yunikorn.apache.org",
+    "karpenter.sh", "cluster-autoscaler.kubernetes.io", "jupyter.org",
+)
 QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:m|k|Ki|M|Mi|G|Gi|T|Ti)?")
 
 
@@ -141,9 +149,13 @@ class StudioCatalog(Configurable):
         Unicode(),
         ["*"],
         config=True,
-        help="""Glob patterns a custom image's registry/path must fully match, e.g.
-        'quay.io/*' or '*.dkr.ecr.eu-west-1.amazonaws.com/*'. Docker Hub images are matched as
-        docker.io/<path> (docker.io/library/<name> for official images).""",
+        help="""Patterns host[:port]/path a custom image must match, host and path separately:
+        '*' matches within one host label or one path part (never across '.' in the host or
+        '/' in the path), a '**' part matches any number of path parts, e.g. 'quay.io/jupyter/*'
+        or '*.dkr.ecr.eu-west-1.amazonaws.com/**'. Hosts are case-insensitive; a pattern
+        without a port matches the default port (none or 443). Docker Hub images are matched
+        as docker.io/<path> (docker.io/library/<name> for official images). '*' alone allows
+        every registry.""",
     )
     ecr_allowed_accounts = List(
         Unicode(),
@@ -204,9 +216,17 @@ class StudioCatalog(Configurable):
     reserved_label_keys = List(
         Unicode(),
         config=True,
-        help="""More label keys users may not set (globs; 'prefix/*' reserves a prefix and its
-        subdomains), on top of hub.jupyter.org/*, studio.jupyter.org/*, kubernetes.io/*,
-        k8s.io/*, app, component, heritage, release and chart.""",
+        help="""More label keys users may not set (globs), on top of app, component,
+        heritage, release and chart.""",
+    )
+    reserved_label_prefixes = List(
+        Unicode(),
+        list(DEFAULT_RESERVED_LABEL_PREFIXES),
+        config=True,
+        help="""Label key prefixes users may not use: a prefix reserves itself and its
+        subdomains (istio.io also reserves sidecar.istio.io/...). The default protects the hub,
+        Kubernetes, service meshes, workload identity and batch schedulers; append to it
+        rather than replace it.""",
     )
     labels_max_count = Integer(20, min=0, config=True, help="Most resource labels per studio.")
     disk_default_gib = Integer(10, min=1, config=True, help="Default home volume size in GiB.")
@@ -219,10 +239,7 @@ class StudioCatalog(Configurable):
     BUILTIN_PROTECTED_ENV = (
         "JUPYTERHUB_*", "JPY_*", "STUDIO_*", "JUPYTER_IMAGE*", "MEM_*", "CPU_*", "HOME",
     )
-    BUILTIN_RESERVED_LABELS = (
-        "hub.jupyter.org/*", "studio.jupyter.org/*", "kubernetes.io/*", "k8s.io/*",
-        "app", "component", "heritage", "release", "chart",
-    )
+    BUILTIN_RESERVED_LABELS = ("app", "component", "heritage", "release", "chart")
 
     @validate("templates")
     def _check_templates(self, proposal: dict) -> list:
@@ -254,6 +271,14 @@ class StudioCatalog(Configurable):
                 raise TraitError(f"StudioSpawner.data_repositories[{index}].{problem}")
         return proposal["value"]
 
+    @validate("allowed_registries")
+    def _check_registry_patterns(self, proposal: dict) -> list:
+        for index, pattern in enumerate(proposal["value"]):
+            if problem := registry_pattern_error(pattern):
+                raise TraitError(f"StudioSpawner.allowed_registries[{index}]: '{pattern}': "
+                                 f"{problem}")
+        return proposal["value"]
+
     @validate("ecr_allowed_accounts")
     def _check_accounts(self, proposal: dict) -> list:
         return _all_match(proposal["value"], AWS_ACCOUNT, "ecr_allowed_accounts",
@@ -279,7 +304,9 @@ class StudioCatalog(Configurable):
         return [*self.BUILTIN_PROTECTED_ENV, *self.protected_env_names]
 
     def reserved_labels(self) -> list[str]:
-        return [*self.BUILTIN_RESERVED_LABELS, *self.reserved_label_keys]
+        """Reserved keys (globs) and prefixes (written 'prefix/*')."""
+        return [*self.BUILTIN_RESERVED_LABELS, *self.reserved_label_keys,
+                *(f"{prefix}/*" for prefix in self.reserved_label_prefixes)]
 
     def presets_for(self, template: Template | None) -> list[ResourcePreset]:
         """The presets a studio with this template (None: custom image) may choose."""

@@ -17,12 +17,12 @@ from .conda_spec import validate_environment_yml
 from .errors import Collector, FieldError
 from .images import ecr_policy_error
 from .validators import (
-    control_character,
     env_name_error,
     label_key_error,
     label_value_error,
     parse_image,
     registry_allowed,
+    text_error,
 )
 
 NAME_MAX = 64
@@ -32,6 +32,8 @@ KNOWN_KEYS = (
     "workspace", "lifespan_hours", "env", "labels", "resources", "disk_gib", "init_script",
 )
 _INTEGER = re.compile(r"[0-9]{1,6}")
+#: Control characters an env value may hold (everything but NUL travels through a pod spec).
+_ENV_VALUE_CONTROLS = "".join(chr(c) for c in range(1, 32)) + "\x7f"
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,14 @@ class _Input:
             self.errors.add(key, "must be text")
             return ""
         value = value.replace("\r\n", "\n") if multiline else value.strip()
+        if problem := text_error(value, "\n\t" if multiline else ""):
+            self.errors.add(key, problem)
+            return ""  # later checks (such as the environment.yml's) need valid text
         if required and not value:
             self.errors.add(key, f"is required; enter 1 to {limit} characters")
         elif len(value.encode() if multiline else value) > limit:
             unit = "bytes" if multiline else "characters"
             self.errors.add(key, f"is too long: at most {limit} {unit}")
-        elif bad := control_character(value, "\n\t" if multiline else ""):
-            self.errors.add(key, f"contains the control character {bad}; remove it")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -321,8 +324,8 @@ def _env(data: _Input, catalog: StudioCatalog) -> dict[str, str]:
             data.errors.add(f"env.{name}", problem)
         elif len(value) > catalog.env_value_max_chars:
             data.errors.add(f"env.{name}", f"at most {catalog.env_value_max_chars} characters")
-        elif "\0" in value:
-            data.errors.add(f"env.{name}", "cannot contain a NUL character")
+        elif problem := text_error(value, _ENV_VALUE_CONTROLS):
+            data.errors.add(f"env.{name}", problem)
     return env
 
 

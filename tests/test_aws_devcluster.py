@@ -107,7 +107,7 @@ def aws_hub(devcluster, kubelet, studio_images, moto_server, ecr_repository,
     reference, scratch = moto_server.bucket(), moto_server.bucket()
     config = studio_hub_config() + f"""
 c.Spawner.notebook_dir = "/home/jovyan"
-c.StudioSpawner.allowed_registries = ["devcluster.local/*", "*.dkr.ecr.*.amazonaws.com/*"]
+c.StudioSpawner.allowed_registries = ["devcluster.local/**", "*.dkr.ecr.*.amazonaws.com/**"]
 c.StudioSpawner.ecr_allowed_regions = ["eu-west-1"]
 c.StudioSpawner.aws_endpoint_url = "{moto_server.url}"
 c.StudioSpawner.data_provisioning = "mountpoint"
