@@ -7,8 +7,10 @@ reading in pod_status.py.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from kubernetes_asyncio.client import V1Pod
@@ -28,13 +30,16 @@ from .data import (
     ensure_volumes,
     plan_volumes,
 )
-from .errors import OptionsError
+from .errors import FieldError, OptionsError
 from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .options import StudioOptions, form_to_raw, parse_options
 from .pod_status import describe_event, pod_failure_reason
 from .sharing import WorkspaceSharing
 from .startup import program_files
+from .stored_options import StoredOptionsGuard, install
+
+install()  # refuse spawn bodies before JupyterHub stores them (see stored_options.py)
 
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
 OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
@@ -59,7 +64,7 @@ class _JSONResponse:
         self.data = json.dumps(data)
 
 
-class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
+class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
@@ -142,6 +147,9 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
     _failed_forms: ClassVar[dict[str, tuple[dict[str, Any], dict[str, str]]]] = {}
     studio_options: StudioOptions | None = None
     _studio_disk_gib: int | None = None
+    _parsed: tuple[Any, StudioOptions] | None = None
+    _configured: dict[str, Any] | None = None
+    _fail_fast = False  # True from the start's validation until the pod is ready
 
     @default("options_form")
     def _default_options_form(self) -> Any:
@@ -185,8 +193,8 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
 
     def render_options_form(self) -> str:
         """Render the form, pre-filled from the last failed submit or the saved options."""
-        failed = self._failed_forms.pop(self.user.name, None)
-        values, errors = failed or (form_values(self, self.user_options, self.name), {})
+        failed = self._failed_forms.pop(self._form_key, None)
+        values, errors = failed or (form_values(self, self.saved_options_for_form(), self.name), {})
         return render_form(
             self,
             values,
@@ -195,46 +203,88 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
             existing_disk_gib=self._studio_disk_gib,
         )
 
-    def parse(self, raw: dict[str, Any], **kwargs: Any) -> StudioOptions:
-        """The one validator for both the form and the REST API."""
+    @property
+    def _form_key(self) -> str:
+        return f"{self.user.name}/{self.name}"
+
+    def _parse_inputs(self, raw: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """parse_options' arguments: the raw options with the server's defaults filled in."""
+        if not isinstance(raw, Mapping):
+            raise OptionsError([FieldError("options", "must be a JSON object")])
         raw = dict(raw)
         if "name" not in raw:
             raw["name"] = self.name or "studio"
         if "template" not in raw and "image" not in raw:
             raw["template"] = next(iter(self.template_entries()), None)
-        return parse_options(
-            raw,
-            self,
-            workspaces=self.workspaces(),
-            workspace_required=self.workspace_sharing,
-            existing_disk_gib=self._studio_disk_gib,
+        return {
+            "raw": raw,
+            "catalog": self,
+            "workspaces": self.workspaces(),  # reads the hub's database: on the event loop
+            "workspace_required": self.workspace_sharing,
+            "existing_disk_gib": self._studio_disk_gib,
             **kwargs,
-        )
+        }
 
-    def studio_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+    def parse(self, raw: Mapping[str, Any], **kwargs: Any) -> StudioOptions:
+        """The one validator for both the form and the REST API."""
+        return parse_options(**self._parse_inputs(raw, kwargs))
+
+    async def parse_off_loop(self, raw: Mapping[str, Any], **kwargs: Any) -> StudioOptions:
+        """`parse` in a worker thread, so a large environment.yml never blocks the hub; the
+        same inputs are parsed once per start (the form's check and the start's)."""
+        inputs = self._parse_inputs(raw, kwargs)
+        memo = {k: v for k, v in inputs.items() if k != "catalog"}
+        if self._parsed is not None and self._parsed[0] == memo:
+            return self._parsed[1]
+        options = await asyncio.to_thread(parse_options, **inputs)
+        self._parsed = (copy.deepcopy(memo), options)
+        return options
+
+    async def studio_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         raw, problems = form_to_raw(formdata)
         try:
-            options = self.parse(raw, form_errors=problems)
+            options = await self.parse_off_loop(raw, form_errors=problems)
         except OptionsError as error:
-            self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
+            self._failed_forms[self._form_key] = (submitted_values(formdata), error.by_field)
             raise
         return options.to_user_options()
 
     def start(self) -> Any:
-        """Refuse invalid options with HTTP 400 before anything is created, then start."""
+        """Refuse invalid options with HTTP 400 before anything is stored or created."""
+        return self._validate_then_start()
+
+    async def _validate_then_start(self) -> Any:
         try:
-            self.studio_options = self.parse(self.user_options or {})
+            self.studio_options = await self.parse_off_loop(self.raw_options())
         except OptionsError as error:
+            self.refuse_options()
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
-        return super().start()
+        self.save_options(self.studio_options.to_user_options())
+        return await super().start()
 
     async def load_user_options(self) -> None:
-        """Validate the stored/API options, apply them, and prepare their cloud resources."""
-        self.apply_studio_options(self.parse(self.user_options or {}))
+        """Validate the stored/API options, apply them, and prepare their cloud resources.
+
+        KubeSpawner's start calls this first: from here until the pod is ready, a pod that can
+        never become ready fails the start at once (see is_pod_running)."""
+        self._fail_fast = True
+        self.apply_studio_options(await self.parse_off_loop(self.raw_options()))
         await self.prepare_studio()
 
+    #: Traits apply_studio_options sets; each start begins from their configured values.
+    STUDIO_SET_TRAITS = ("image", "default_url", "cpu_guarantee", "cpu_limit", "mem_guarantee",
+                         "mem_limit", "extra_resource_limits", "storage_capacity")
+
     def apply_studio_options(self, options: StudioOptions) -> None:
-        """Apply the non-templated settings the options choose (no I/O)."""
+        """Apply the non-templated settings the options choose (no I/O).
+
+        Settings come from the admin's configuration plus these options only: nothing from a
+        previous start of the same server (another preset's GPU, another template's URL) stays.
+        """
+        if self._configured is None:
+            self._configured = {n: copy.deepcopy(getattr(self, n)) for n in self.STUDIO_SET_TRAITS}
+        for name, value in self._configured.items():
+            setattr(self, name, copy.deepcopy(value))
         self.studio_options = options
         self.image = options.image
         template = self.template_entries().get(options.template or "")
@@ -399,11 +449,18 @@ class StudioSpawner(WorkspaceSharing, KubeSpawner, StudioCatalog):
     # --- start-up feedback -----------------------------------------------------------------
 
     def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
-        """Ready, or raise at once with the reason when the pod can never become ready."""
-        reason = pod_failure_reason(pod)
-        if reason:
-            raise StudioStartError(reason)
-        return super().is_pod_running(pod)
+        """Ready, or (while a start is in progress) raise at once with the reason when the pod
+        can never become ready. ``poll()`` calls this too: a running studio whose container
+        restarted once keeps running."""
+        if self._fail_fast:
+            reason = pod_failure_reason(pod)
+            if reason:
+                self._fail_fast = False
+                raise StudioStartError(reason)
+        running = super().is_pod_running(pod)
+        if running:
+            self._fail_fast = False
+        return running
 
     async def progress(self):  # type: ignore[override]
         async for event in super().progress():
