@@ -27,6 +27,10 @@ ENTRY_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 DATA_NAME_MAX = 58  # the pod volume "data-<name>" is a DNS label of at most 63 characters
 CLAIM_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
 AWS_ACCOUNT = re.compile(r"[0-9]{12}")
+#: Bounds that keep every accepted studio within Kubernetes' object limits (a Secret holds at
+#: most 1 MiB; etcd takes requests up to 1.5 MiB).
+FILE_MAX_BYTES = 256 * 1024
+ENV_MAX_TOTAL_BYTES = 128 * 1024
 DEFAULT_RESERVED_LABEL_PREFIXES = (
     "hub.jupyter.org", "studio.jupyter.org", "kubernetes.io", "k8s.io", "x-k8s.io",
     "istio.io", "linkerd.io", "consul.hashicorp.com", "kuma.io",
@@ -187,7 +191,9 @@ class StudioCatalog(Configurable):
         help="Channels an environment.yml may use (in 'channels' and in 'channel::pkg').",
     )
     environment_yml_max_bytes = Integer(
-        65536, min=1, config=True, help="Largest environment.yml accepted, in bytes."
+        65536, min=1, max=FILE_MAX_BYTES, config=True,
+        help=f"""Largest environment.yml accepted, in bytes (at most {FILE_MAX_BYTES}: with
+        the init script and the start-up program it travels in one Secret, at most 1 MiB).""",
     )
     private_default = Bool(
         False, config=True, help="Whether new studios are private (not shared) by default."
@@ -209,9 +215,18 @@ class StudioCatalog(Configurable):
         help="""More environment variable names (glob patterns) users may not set, on top of
         JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_* and HOME.""",
     )
-    env_max_count = Integer(50, min=0, config=True, help="Most environment variables per studio.")
+    env_max_count = Integer(
+        50, min=0, max=1000, config=True, help="Most environment variables per studio."
+    )
     env_value_max_chars = Integer(
-        4096, min=1, config=True, help="Longest environment variable value."
+        4096, min=1, max=ENV_MAX_TOTAL_BYTES, config=True,
+        help="Longest environment variable value, in characters.",
+    )
+    env_max_total_bytes = Integer(
+        65536, min=1, max=ENV_MAX_TOTAL_BYTES, config=True,
+        help=f"""Most bytes (UTF-8) of all of a studio's environment variables together, names
+        and values (at most {ENV_MAX_TOTAL_BYTES}: they are in the pod twice, in the server's
+        container and the conda build step, and a pod is at most about 1.5 MiB).""",
     )
     reserved_label_keys = List(
         Unicode(),
@@ -228,12 +243,15 @@ class StudioCatalog(Configurable):
         Kubernetes, service meshes, workload identity and batch schedulers; append to it
         rather than replace it.""",
     )
-    labels_max_count = Integer(20, min=0, config=True, help="Most resource labels per studio.")
+    labels_max_count = Integer(
+        20, min=0, max=64, config=True, help="Most resource labels per studio."
+    )
     disk_default_gib = Integer(10, min=1, config=True, help="Default home volume size in GiB.")
     disk_min_gib = Integer(1, min=1, config=True, help="Smallest home volume in GiB.")
     disk_max_gib = Integer(100, min=1, config=True, help="Largest home volume in GiB.")
     init_script_max_bytes = Integer(
-        16384, min=0, config=True, help="Largest init script accepted, in bytes."
+        16384, min=0, max=FILE_MAX_BYTES, config=True,
+        help=f"Largest init script accepted, in bytes (at most {FILE_MAX_BYTES}).",
     )
 
     BUILTIN_PROTECTED_ENV = (

@@ -318,6 +318,11 @@ def _lifespan(data: _Input, catalog: StudioCatalog) -> int | None:
 
 def _env(data: _Input, catalog: StudioCatalog) -> dict[str, str]:
     env = data.mapping("env", catalog.env_max_count)
+    total = sum(len(name) + len(value.encode("utf-8", "surrogatepass")) for name, value in
+                env.items())
+    if total > catalog.env_max_total_bytes:
+        data.errors.add("env", f"the variables take {total} bytes together; the limit is "
+                        f"{catalog.env_max_total_bytes} bytes")
     for name, value in env.items():
         problem = env_name_error(name, catalog.protected_env())
         if problem:

@@ -18,8 +18,12 @@ from .options import StudioOptions
 FILES_MOUNT = "/etc/studio"
 LAUNCHER = f"{FILES_MOUNT}/studio_startup.sh"
 STARTUP_STEPS = ("sync-envs", "user-env", "kernels")
-OPTIONS_ANNOTATION = "studio.jupyter.org/options"
 LABEL_PREFIX = "studio.jupyter.org"
+#: Main-container keys an init container (a start-up step) does not take over.
+_MAIN_ONLY = frozenset({
+    "name", "command", "args", "ports", "livenessProbe", "readinessProbe", "startupProbe",
+    "lifecycle", "stdin", "stdinOnce", "tty", "restartPolicy", "resizePolicy",
+})
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,21 @@ def apply_studio(
     pull_secret: str | None = None,
     startup: StartupSettings,
     grace_seconds: int,
+    home_claim: str | None = None,
 ) -> dict[str, Any]:
-    """Return a copy of KubeSpawner's pod with the studio's pieces applied."""
+    """Return a copy of KubeSpawner's pod with the studio's pieces applied.
+
+    `home_claim` is the home volume's claim name: its mount path becomes HOME unless the
+    admin's environment sets HOME.
+    """
     pod = json.loads(json.dumps(pod))
     spec = pod["spec"]
     main = spec["containers"][0]
-    user_env = [{"name": k, "value": v} for k, v in options.env.items()]
-    main["env"] = merge_env(merge_env(main.get("env") or [], startup_env(startup)), user_env)
+    user_env = [{"name": k, "value": literal_env_value(v)} for k, v in options.env.items()]
+    main["env"] = merge_env(main.get("env") or [], startup_env(startup))
+    home = _home_dir(pod, main, home_claim)
+    if home:
+        main["env"] = merge_env(main["env"], [{"name": "HOME", "value": home}])
 
     data_vols, data_mounts = pod_volumes(data)
     files_mount = {"name": "studio-files", "mountPath": FILES_MOUNT, "readOnly": True}
@@ -75,14 +87,17 @@ def apply_studio(
         *data_vols,
     ]
     main["volumeMounts"] = (main.get("volumeMounts") or []) + [files_mount, *data_mounts]
-    main["command"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("command") or [])]
+    # The wrapper goes in args: the image's ENTRYPOINT (e.g. tini -g -- start.sh) still runs.
+    main["args"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("args") or [])]
     main["terminationMessagePolicy"] = "FallbackToLogsOnError"
 
+    # The user's variables go to the server and their conda build only (twice, not four times).
     spec["initContainers"] = (spec.get("initContainers") or []) + [
-        _step_container(main, step)
+        _step_container(main, step, user_env if step == "user-env" else [])
         for step in STARTUP_STEPS
         if step != "user-env" or options.environment_yml.strip()
     ]
+    main["env"] = merge_env(main["env"], user_env)
     spec["terminationGracePeriodSeconds"] = grace_seconds
     if pull_secret:
         pulls = spec.get("imagePullSecrets") or []
@@ -91,11 +106,30 @@ def apply_studio(
     metadata = pod["metadata"]
     labels = metadata.get("labels") or {}
     metadata["labels"] = {**labels, **options.labels, **studio_labels(options)}
-    metadata["annotations"] = {
-        **(metadata.get("annotations") or {}),
-        OPTIONS_ANNOTATION: json.dumps(options.to_user_options(), sort_keys=True),
-    }
     return pod
+
+
+def literal_env_value(value: str) -> str:
+    """Escape `$` so Kubernetes passes the value as typed (it expands `$(VAR)`, `$$` is `$`)."""
+    return value.replace("$", "$$")
+
+
+def _home_dir(pod: dict[str, Any], main: dict[str, Any], home_claim: str | None) -> str | None:
+    """HOME for every container: the admin's, else the home volume's mount path, else None
+    (the image's). The start-up steps and the server then use the same home."""
+    for entry in main.get("env") or []:
+        if entry.get("name") == "HOME" and entry.get("value"):
+            return None  # the admin's environment sets it for every container already
+    if not home_claim:
+        return None
+    volumes = {
+        v["name"] for v in pod["spec"].get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("claimName") == home_claim
+    }
+    for mount in main.get("volumeMounts") or []:
+        if mount.get("name") in volumes and not mount.get("subPath"):
+            return mount["mountPath"]
+    return None
 
 
 def studio_labels(options: StudioOptions) -> dict[str, str]:
@@ -106,19 +140,14 @@ def studio_labels(options: StudioOptions) -> dict[str, str]:
     }
 
 
-def _step_container(main: dict[str, Any], step: str) -> dict[str, Any]:
-    """An init container running one start-up step in the studio's image."""
-    container = {
-        "name": f"studio-{step}",
-        "image": main["image"],
-        "command": ["/bin/sh", LAUNCHER, step],
-        "env": main.get("env") or [],
-        "volumeMounts": main.get("volumeMounts") or [],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    for key in ("imagePullPolicy", "securityContext", "workingDir", "resources"):
-        if main.get(key):
-            container[key] = main[key]
+def _step_container(
+    main: dict[str, Any], step: str, user_env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An init container running one start-up step in the studio's image, with the main
+    container's settings (envFrom, securityContext, resources, …) and `user_env`."""
+    container = {key: value for key, value in main.items() if key not in _MAIN_ONLY}
+    container.update(name=f"studio-{step}", command=["/bin/sh", LAUNCHER, step],
+                     env=merge_env(main.get("env") or [], user_env))
     return container
 
 
@@ -130,9 +159,18 @@ def files_secret(
     labels: Mapping[str, str],
     owner: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Secret carrying the studio's files: options, environment.yml, init script, program."""
+    """The Secret carrying the studio's files: options, environment.yml, init script, program.
+
+    options.json leaves out the environment.yml and the init script (they are files of their
+    own) and env values (they are in the container's environment), so nothing large is in the
+    Secret twice and the Secret stays within Kubernetes' 1 MiB.
+    """
+    stored = options.to_user_options()
+    for key in ("environment_yml", "init_script"):
+        stored.pop(key)
+    stored["env"] = sorted(options.env)  # names only: the values are in the environment
     files = {
-        "options.json": json.dumps(options.to_user_options(), indent=2, sort_keys=True),
+        "options.json": json.dumps(stored, indent=2, sort_keys=True, ensure_ascii=False),
         "environment.yml": options.environment_yml,
         "init.sh": options.init_script,
         **program,

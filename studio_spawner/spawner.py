@@ -382,6 +382,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
             pull_secret=self.pull_secret_name,
             startup=self.startup_settings(),
             grace_seconds=self.termination_grace_period_seconds,
+            home_claim=self.pvc_name,
         )
         return client.deserialize(_JSONResponse(studio_pod), "V1Pod")
 

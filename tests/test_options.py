@@ -489,3 +489,22 @@ def test_lone_surrogates_in_env_values_are_field_errors(catalog):
                                   "dependencies:\n" + "  - [" * 100])
 def test_deeply_nested_environment_yml_is_a_field_error(catalog, text):
     assert "nested" in errors_of(catalog, environment_yml=text[:60000])["environment_yml"]
+
+
+# --- hardening: sizes that keep every accepted studio within Kubernetes' limits ----------------
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("environment_yml_max_bytes", 256 * 1024 + 1), ("init_script_max_bytes", 10**7),
+    ("env_max_total_bytes", 10**6), ("env_value_max_chars", 10**6), ("labels_max_count", 65),
+])
+def test_admin_size_limits_are_bounded(setting, value):
+    with pytest.raises(TraitError):
+        StudioCatalog(**{setting: value})
+
+
+def test_env_variables_have_a_total_size_limit(catalog):
+    catalog.env_max_total_bytes = 1000
+    env = {f"V{i}": "é" * 100 for i in range(5)}  # 5 * (2 + 200) = 1010 bytes
+    assert "1010 bytes" in errors_of(catalog, env=env)["env"]
+    assert parse(catalog, env=dict(list(env.items())[:4])).env

@@ -13,6 +13,7 @@ See docs/startup.md for the design (fingerprints, state files, crash safety).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -880,6 +881,7 @@ def _run_init(config: Config, log: StepLog, script: str) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        forward = _ForwardStop(proc)
         try:
             code = proc.wait(timeout=config.init_timeout)
         except subprocess.TimeoutExpired:
@@ -888,11 +890,35 @@ def _run_init(config: Config, log: StepLog, script: str) -> None:
                 f"Your init script did not finish within {config.init_timeout:g} "
                 f"seconds and was stopped. Its last output:\n{_tail_file(init_log)}"
             ) from None
+        finally:
+            forward.restore()
     if code != 0:
         raise StepError(
             f"Your init script failed (exit code {code}). Its last output:\n{_tail_file(init_log)}"
         )
     log.say("init script finished")
+
+
+class _ForwardStop:
+    """While the init script runs, a stop signal (SIGTERM from the kubelet, SIGINT, SIGHUP)
+    goes to its whole process group and ends this program at once: a stop never waits out
+    the grace period, even when this program is PID 1 (which ignores signals it does not
+    handle)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+
+    def handle(self, signum: int, _frame: object) -> None:
+        with contextlib.suppress(OSError):  # OSError: the script has just ended
+            os.killpg(self.proc.pid, signum)
+        os._exit(128 + signum)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
