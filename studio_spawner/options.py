@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from .conda_spec import validate_environment_yml
 from .errors import Collector, FieldError
 from .images import ecr_policy_error
 from .validators import (
+    control_character,
     env_name_error,
     label_key_error,
     label_value_error,
@@ -32,6 +34,7 @@ KNOWN_KEYS = (
     "workspace", "lifespan_hours", "env", "labels", "resources", "disk_gib", "init_script",
 )
 _INTEGER = re.compile(r"[0-9]{1,6}")
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Control characters an env value may hold (everything but NUL travels through a pod spec).
 _ENV_VALUE_CONTROLS = "".join(chr(c) for c in range(1, 32)) + "\x7f"
 
@@ -159,7 +162,10 @@ def parse_options(
     data = _Input(raw, errors)
     for key in raw:
         if key not in KNOWN_KEYS:
-            errors.add(key, f"unknown option; known options are {', '.join(KNOWN_KEYS)}")
+            named = isinstance(key, str) and _OPTION_NAME.fullmatch(key)
+            errors.add(key if named else "options",
+                       f"unknown option{'' if named else f' {str(key)[:64]!r}'}; known options "
+                       f"are {', '.join(KNOWN_KEYS)}")
     template, image = _environment(data, catalog)
     options = StudioOptions(
         name=data.text("name", NAME_MAX, required=True),
@@ -415,10 +421,30 @@ def _lines_to_mapping(field_name: str, text: str, problems: list[FieldError]) ->
         if not sep:
             problems.append(FieldError(field_name, f"line {number} needs the form NAME=value"))
         else:
-            mapping[key.strip()] = value
+            mapping[key.strip()] = _unquote(value)
     return mapping
 
 
+def _unquote(value: str) -> str:
+    """A value in double quotes is a JSON string (for newlines: \\n); others are literal."""
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, str):
+            return decoded
+    return value
+
+
 def mapping_to_lines(mapping: Mapping[str, str]) -> str:
-    """The inverse of the form's NAME=value text areas."""
-    return "\n".join(f"{key}={value}" for key, value in mapping.items())
+    """The inverse of the form's NAME=value text areas: a value with a line break or control
+    character, or one that starts with a double quote, is written as a JSON string."""
+    return "\n".join(
+        f"{key}={json.dumps(value, ensure_ascii=False) if _needs_quotes(value) else value}"
+        for key, value in mapping.items()
+    )
+
+
+def _needs_quotes(value: str) -> bool:
+    return value.startswith('"') or control_character(value) is not None
