@@ -97,14 +97,16 @@ class _Input:
             self.errors.add(key, "must be text")
             return ""
         value = value.replace("\r\n", "\n") if multiline else value.strip()
+        size = len(value.encode("utf-8", "surrogatepass")) if multiline else len(value)
+        if size > limit:  # first: the other checks then only see bounded text
+            unit = "bytes" if multiline else "characters"
+            self.errors.add(key, f"is too long: at most {limit} {unit}")
+            return ""
         if problem := text_error(value, "\n\t" if multiline else ""):
             self.errors.add(key, problem)
             return ""  # later checks (such as the environment.yml's) need valid text
         if required and not value:
             self.errors.add(key, f"is required; enter 1 to {limit} characters")
-        elif len(value.encode() if multiline else value) > limit:
-            unit = "bytes" if multiline else "characters"
-            self.errors.add(key, f"is too long: at most {limit} {unit}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -146,13 +148,16 @@ def parse_options(
     workspace_required: bool = False,
     existing_disk_gib: int | None = None,
     form_errors: Sequence[FieldError] = (),
+    conda_problems: Sequence[str] | None = None,
 ) -> StudioOptions:
     """Validate raw options against the catalogue; raise OptionsError listing every problem.
 
     `workspaces` are the workspaces the user may launch in (`workspace_required`: a studio must
     belong to one of them); `existing_disk_gib` is the size of
     the studio's home volume when it already exists (its size can no longer change);
-    `form_errors` are problems `form_to_raw` found, reported together with the rest.
+    `form_errors` are problems `form_to_raw` found, reported together with the rest;
+    `conda_problems` are the environment.yml's, when they were found elsewhere (see
+    conda_check.py).
     """
     errors = Collector()
     errors.errors.extend(form_errors)
@@ -160,19 +165,21 @@ def parse_options(
         errors.add("options", "must be a JSON object")
         errors.raise_if_any()
     data = _Input(raw, errors)
-    for key in raw:
-        if key not in KNOWN_KEYS:
-            named = isinstance(key, str) and _OPTION_NAME.fullmatch(key)
-            errors.add(key if named else "options",
-                       f"unknown option{'' if named else f' {str(key)[:64]!r}'}; known options "
-                       f"are {', '.join(KNOWN_KEYS)}")
+    unknown = [key for key in raw if key not in KNOWN_KEYS]
+    for key in unknown[:5]:
+        named = isinstance(key, str) and _OPTION_NAME.fullmatch(key)
+        errors.add(key if named else "options",
+                   f"unknown option{'' if named else f' {str(key)[:64]!r}'}; known options "
+                   f"are {', '.join(KNOWN_KEYS)}")
+    if len(unknown) > 5:
+        errors.add("options", f"{len(unknown) - 5} more unknown options")
     template, image = _environment(data, catalog)
     options = StudioOptions(
         name=data.text("name", NAME_MAX, required=True),
         description=data.text("description", DESCRIPTION_MAX, multiline=True),
         template=template.id if template else None,
         image=image,
-        environment_yml=_conda(data, catalog, template),
+        environment_yml=_conda(data, catalog, template, conda_problems),
         data=_data_mounts(data, catalog),
         private=data.boolean("private", catalog.private_default),
         workspace=_workspace(data, workspaces, workspace_required),
@@ -228,7 +235,8 @@ def _environment(data: _Input, catalog: StudioCatalog) -> tuple[Template | None,
     return None, custom
 
 
-def _conda(data: _Input, catalog: StudioCatalog, template: Template | None) -> str:
+def _conda(data: _Input, catalog: StudioCatalog, template: Template | None,
+           problems: Sequence[str] | None) -> str:
     text = data.text("environment_yml", catalog.environment_yml_max_bytes, multiline=True)
     if not text.strip():
         return ""
@@ -242,9 +250,11 @@ def _conda(data: _Input, catalog: StudioCatalog, template: Template | None) -> s
         data.errors.add(
             "environment_yml", f"the template '{template.id}' does not accept Conda packages"
         )
-    for problem in validate_environment_yml(
-        text, catalog.conda_channels, catalog.environment_yml_max_bytes
-    ):
+    if problems is None:
+        problems = validate_environment_yml(
+            text, catalog.conda_channels, catalog.environment_yml_max_bytes
+        )
+    for problem in problems:
         data.errors.add("environment_yml", problem)
     return text
 
@@ -254,6 +264,9 @@ def _data_mounts(data: _Input, catalog: StudioCatalog) -> tuple[DataMount, ...]:
     repositories = catalog.repository_entries()
     if not isinstance(value, list):
         data.errors.add("data", "must be a list of {name, writable} entries")
+        return ()
+    if len(value) > len(repositories):
+        data.errors.add("data", f"at most {len(repositories)} entries (one per repository)")
         return ()
     mounts: list[DataMount] = []
     for index, item in enumerate(value):

@@ -17,11 +17,23 @@ from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Callable, Enum, Integer, List, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Callable,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
 from . import pod as pod_builder
 from .aws import AwsAccess
 from .catalog import StudioCatalog
+from .conda_check import check_environment_yml
 from .data import (
     DataUnavailable,
     DataVolume,
@@ -38,6 +50,7 @@ from .pod_status import describe_event, pod_failure_reason
 from .sharing import WorkspaceSharing
 from .startup import program_files
 from .stored_options import StoredOptionsGuard, install
+from .validators import text_error
 
 install()  # refuse spawn bodies before JupyterHub stores them (see stored_options.py)
 
@@ -83,6 +96,13 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
     )
     init_timeout_seconds = Integer(
         600, min=1, config=True, help="Time limit of the user's init script, in seconds."
+    )
+    environment_yml_check_seconds = Float(
+        10,
+        min=0.5,
+        config=True,
+        help="""Time limit of the environment.yml check, which runs in a child process so
+        that no file can stall the hub; a file that takes longer is refused.""",
     )
     user_env_name = Unicode(
         "studio", config=True, help="Name of the env built from the user's environment.yml."
@@ -230,12 +250,18 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
         return parse_options(**self._parse_inputs(raw, kwargs))
 
     async def parse_off_loop(self, raw: Mapping[str, Any], **kwargs: Any) -> StudioOptions:
-        """`parse` in a worker thread, so a large environment.yml never blocks the hub; the
-        same inputs are parsed once per start (the form's check and the start's)."""
+        """`parse` off the event loop: the environment.yml in a child process with a time
+        limit (conda_check.py), the rest in a worker thread. The same inputs are parsed once per
+        start (the form's check and the start's)."""
         inputs = self._parse_inputs(raw, kwargs)
         memo = {k: v for k, v in inputs.items() if k != "catalog"}
         if self._parsed is not None and self._parsed[0] == memo:
             return self._parsed[1]
+        text = inputs["raw"].get("environment_yml")
+        if isinstance(text, str) and text.strip() and not text_error(text, "\r\n\t"):
+            inputs["conda_problems"] = await check_environment_yml(
+                text.replace("\r\n", "\n"), self.conda_channels,
+                self.environment_yml_max_bytes, self.environment_yml_check_seconds)
         options = await asyncio.to_thread(parse_options, **inputs)
         self._parsed = (copy.deepcopy(memo), options)
         return options

@@ -7,6 +7,7 @@ Each function returns an error message (a sentence that says how to fix it) or N
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ IMAGE_REFERENCE = re.compile(
 )
 DEFAULT_REGISTRY = "docker.io"
 _MAX_IMAGE_NAME = 255
+_MAX_REFERENCE = _MAX_IMAGE_NAME + 1 + 128 + 1 + 200  # name:tag@digest
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def _split_port(registry: str) -> tuple[str, str | None]:
 
 def parse_image(reference: str) -> ImageReference | str:
     """Parse an image reference, or return a message saying what is wrong with it."""
+    if len(reference) > _MAX_REFERENCE:
+        return f"an image reference has at most {_MAX_REFERENCE} characters"
     if reference != reference.strip() or any(ch.isspace() for ch in reference):
         return "an image reference cannot contain spaces"
     if not reference:
@@ -222,10 +226,14 @@ def env_name_error(name: str, protected: list[str]) -> str | None:
 
 def control_character(text: str, allowed: str = "") -> str | None:
     """Return the first control character in text (other than `allowed`), if any."""
-    for ch in text:
-        if (ord(ch) < 32 or ord(ch) == 127) and ch not in allowed:
-            return repr(ch)
-    return None
+    found = _controls(allowed).search(text)
+    return repr(found.group()) if found else None
+
+
+@functools.lru_cache(maxsize=16)
+def _controls(allowed: str) -> re.Pattern[str]:
+    controls = "".join(chr(c) for c in [*range(32), 127] if chr(c) not in allowed)
+    return re.compile(f"[{re.escape(controls)}]")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

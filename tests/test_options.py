@@ -508,3 +508,16 @@ def test_env_variables_have_a_total_size_limit(catalog):
     env = {f"V{i}": "é" * 100 for i in range(5)}  # 5 * (2 + 200) = 1010 bytes
     assert "1010 bytes" in errors_of(catalog, env=env)["env"]
     assert parse(catalog, env=dict(list(env.items())[:4])).env
+
+
+def test_hostile_sizes_get_short_answers(catalog):
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "template": "python",
+                       **{f"k{i}": 1 for i in range(10_000)}}, catalog)
+    assert len(caught.value.errors) <= 51 and "9995 more unknown options" in str(caught.value)
+    assert "at most 2 entries" in errors_of(catalog, data=[{"name": "genomes"}] * 10_000)["data"]
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "image": "a" * 100_000}, catalog)
+    assert "at most" in caught.value.by_field["image"]
+    assert "too many entries" in errors_of(
+        catalog, environment_yml="dependencies:\n" + "  - numpy\n" * 6000)["environment_yml"]

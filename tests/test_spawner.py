@@ -318,3 +318,32 @@ async def test_start_settings_never_leak_between_starts(spawner):
     assert spawner.extra_resource_limits == {}, "no GPU from the previous start"
     assert spawner.default_url == "/configured" and spawner.cpu_limit == 1
     assert spawner.image == "quay.io/a/b:1"
+
+
+async def test_a_hostile_environment_yml_never_stalls_the_event_loop(spawner):
+    """The check runs in a child process with a time limit: the hub keeps answering."""
+    import asyncio
+    import time
+
+    spawner.environment_yml_check_seconds = 2
+    hostile = "dependencies:\n  - " + "a" * 30000 + "$\n"  # quadratic for a backtracking regex
+    lag = 0.0
+
+    async def ticker() -> None:
+        nonlocal lag
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            lag = max(lag, time.monotonic() - before - 0.01)
+
+    ticking = asyncio.ensure_future(ticker())
+    started = time.monotonic()
+    try:
+        with pytest.raises(OptionsError) as caught:
+            await spawner.parse_off_loop({"name": "s", "template": "python",
+                                          "environment_yml": hostile})
+    finally:
+        ticking.cancel()
+    assert "environment_yml" in caught.value.by_field
+    assert time.monotonic() - started < 8
+    assert lag < 0.25, f"the event loop stalled for {lag:.2f} s"
