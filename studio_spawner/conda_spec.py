@@ -10,6 +10,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 ALLOWED_KEYS = ("name", "channels", "dependencies", "variables")
 MAX_DEPENDENCIES = 500
 MAX_DEPTH = 16
+MAX_TOKENS = 10 * MAX_DEPENDENCIES  # a package line is 2 or 3 YAML tokens
 #: libyaml's safe loader when PyYAML has it (linear time), else PyYAML's own.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
@@ -68,8 +69,11 @@ def _load(text: str) -> tuple[object, str | None]:
     """
     depth = 0
     try:
-        for token in yaml.scan(text, Loader=_LOADER):
+        for count, token in enumerate(yaml.scan(text, Loader=_LOADER)):
             line = token.start_mark.line + 1
+            if count > MAX_TOKENS:
+                return None, f"line {line}: too many entries; list at most {MAX_DEPENDENCIES} " \
+                             "packages"
             if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
                 return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
             depth += isinstance(token, _OPENS) - isinstance(token, _CLOSES)
