@@ -45,6 +45,7 @@ from .data import (
 from .errors import FieldError, OptionsError
 from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
+from .kube_calls import with_retries
 from .options import StudioOptions, form_to_raw, parse_options
 from .pod_status import describe_event, pod_failure_reason
 from .sharing import WorkspaceSharing
@@ -170,6 +171,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
     _parsed: tuple[Any, StudioOptions] | None = None
     _configured: dict[str, Any] | None = None
     _fail_fast = False  # True from the start's validation until the pod is ready
+    _creating_pod = False  # KubeSpawner's pod creation (and its stop of a leftover pod)
 
     @default("options_form")
     def _default_options_form(self) -> Any:
@@ -373,7 +375,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
             planned = self.data_volumes()
             if planned and self.check_data_buckets:
                 await check_buckets(self.aws, planned)
-            await ensure_volumes(self.api, planned)
+            await ensure_volumes(self.api, planned, self._kube)
             ecr = ecr_registry(self.studio_options.image)
             if ecr and self.check_ecr_images:
                 await check_image(self.aws, ecr)
@@ -453,25 +455,54 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
         }
         await self._replace_secret(self.files_secret_manifest(owner))
 
+    async def _kube(self, call: Any, what: str) -> Any:
+        """An API call with KubeSpawner's timeouts and retries (see kube_calls.py)."""
+        return await with_retries(call, what, request_timeout=self.k8s_api_request_timeout,
+                                  retry_timeout=self.k8s_api_request_retry_timeout)
+
     async def _replace_secret(self, body: dict[str, Any]) -> None:
         """Create a Secret, deleting a leftover of the same name first (there is no patch)."""
-        await self._delete_secret(body["metadata"]["name"])
-        await self.api.create_namespaced_secret(self.namespace, body)
+        name = body["metadata"]["name"]
+        await self._delete_secret(name)
+
+        async def create() -> None:
+            try:
+                await self.api.create_namespaced_secret(self.namespace, body)
+            except ApiException as error:
+                if error.status != 409:  # 409: a retry after a lost answer found it made
+                    raise
+
+        await self._kube(create, f"Creating the Secret {name}")
 
     async def _delete_secret(self, name: str) -> None:
-        try:
-            await self.api.delete_namespaced_secret(name, self.namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        async def delete() -> None:
+            try:
+                await self.api.delete_namespaced_secret(name, self.namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+        await self._kube(delete, f"Deleting the Secret {name}")
 
     async def stop(self, now: bool = False) -> None:
-        """Stop the pod, then delete its files Secret and the pull Secret made before it."""
+        """Stop the pod, then delete its files Secret and the pull Secret made before it.
+
+        KubeSpawner also stops a leftover pod of the same name when it finds one (HTTP 409)
+        while creating the pod: that start goes on, and keeps the pull Secret it just made.
+        """
         await super().stop(now=now)
         await self._delete_secret(self.files_secret_name)
         # The pull Secret exists before the pod (a kubelet pulls without a missing secret),
         # so it has no owner reference: delete it by its name.
-        await self._delete_secret(self._pull_secret)
+        if not self._creating_pod:
+            await self._delete_secret(self._pull_secret)
+
+    async def _make_create_pod_request(self, pod: V1Pod, request_timeout: float) -> bool:
+        self._creating_pod = True
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        finally:
+            self._creating_pod = False
 
     # --- start-up feedback -----------------------------------------------------------------
 
