@@ -10,6 +10,7 @@ import asyncio
 import copy
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -47,7 +48,7 @@ from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
 from .kube_calls import with_retries
 from .options import StudioOptions, form_to_raw, parse_options
-from .pod_status import describe_event, pod_failure_reason
+from .pod_status import describe_event, pod_failure, with_pull_events
 from .sharing import WorkspaceSharing
 from .startup import program_files
 from .stored_options import StoredOptionsGuard, install
@@ -104,6 +105,14 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
         config=True,
         help="""Time limit of the environment.yml check, which runs in a child process so
         that no file can stall the hub; a file that takes longer is refused.""",
+    )
+    image_pull_retry_seconds = Float(
+        120,
+        min=0,
+        config=True,
+        help="""How long a start waits while the image pull fails in a way that may heal (a
+        registry's 429, a timeout; the kubelet retries) before it fails. A pull that cannot
+        succeed (not found, unauthorized) fails the start at once.""",
     )
     user_env_name = Unicode(
         "studio", config=True, help="Name of the env built from the user's environment.yml."
@@ -172,6 +181,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
     _configured: dict[str, Any] | None = None
     _fail_fast = False  # True from the start's validation until the pod is ready
     _creating_pod = False  # KubeSpawner's pod creation (and its stop of a leftover pod)
+    _pull_error_since: float | None = None
 
     @default("options_form")
     def _default_options_form(self) -> Any:
@@ -295,7 +305,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
 
         KubeSpawner's start calls this first: from here until the pod is ready, a pod that can
         never become ready fails the start at once (see is_pod_running)."""
-        self._fail_fast = True
+        self._fail_fast, self._pull_error_since = True, None
         self.apply_studio_options(await self.parse_off_loop(self.raw_options()))
         await self.prepare_studio()
 
@@ -511,14 +521,26 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
         can never become ready. ``poll()`` calls this too: a running studio whose container
         restarted once keeps running."""
         if self._fail_fast:
-            reason = pod_failure_reason(pod)
-            if reason:
+            failure = pod_failure(pod)
+            if failure and failure.transient:
+                failure = with_pull_events(failure, self.events if self.events_enabled else [])
+            if failure and failure.transient and self._still_retrying_pull():
+                return False
+            if failure:
                 self._fail_fast = False
-                raise StudioStartError(reason)
+                raise StudioStartError(failure.reason)
         running = super().is_pod_running(pod)
         if running:
             self._fail_fast = False
         return running
+
+    def _still_retrying_pull(self) -> bool:
+        """A transient pull error: the kubelet retries it; we wait image_pull_retry_seconds
+        from its first sighting before the start fails."""
+        now = time.monotonic()
+        if self._pull_error_since is None:
+            self._pull_error_since = now
+        return now - self._pull_error_since < self.image_pull_retry_seconds
 
     async def progress(self):  # type: ignore[override]
         async for event in super().progress():

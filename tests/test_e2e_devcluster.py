@@ -100,7 +100,7 @@ def test_unknown_image_fails_fast(studio_hub):
     seconds, message = spawn_failure(
         studio_hub, "cy", "bad", {"name": "x", "image": BROKEN_IMAGE})
     assert seconds < 30, f"took {seconds:.1f} s"
-    assert "image could not be pulled" in message, message
+    assert f"the image {BROKEN_IMAGE} could not be pulled" in message, message
 
 
 def test_failing_init_script_fails_fast_with_its_output(studio_hub):

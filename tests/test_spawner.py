@@ -10,7 +10,12 @@ from traitlets.config import Config
 
 from studio_spawner.cli import offline_spawner
 from studio_spawner.errors import OptionsError
-from studio_spawner.pod_status import describe_event, pod_failure_reason
+from studio_spawner.pod_status import (
+    describe_event,
+    pod_failure,
+    pod_failure_reason,
+    with_pull_events,
+)
 from studio_spawner.spawner import StudioSpawner, StudioStartError
 
 from .conftest import CATALOG_CONFIG
@@ -347,3 +352,52 @@ async def test_a_hostile_environment_yml_never_stalls_the_event_loop(spawner):
     assert "environment_yml" in caught.value.by_field
     assert time.monotonic() - started < 8
     assert lag < 0.25, f"the event loop stalled for {lag:.2f} s"
+
+
+def pulling(reason: str, message: str) -> dict:
+    return status(initContainerStatuses=[{
+        "name": "studio-sync-envs", "image": "quay.io/team/img:1",
+        "state": {"waiting": {"reason": reason, "message": message}}}])
+
+
+@pytest.mark.parametrize("message, transient", [
+    ("failed to pull: 429 Too Many Requests", True),
+    ("dial tcp 10.0.0.1:443: i/o timeout", True),
+    ("Back-off pulling image \"quay.io/team/img:1\"", True),
+    ("failed to resolve reference \"quay.io/team/img:1\": not found", False),
+    ("pull access denied, repository does not exist or may require authorization", False),
+    ("failed to authorize: 401 Unauthorized", False),
+])
+def test_pull_errors_that_may_heal_are_transient(message, transient):
+    failure = pod_failure(pulling("ErrImagePull", message))
+    assert failure.transient is transient
+    assert failure.reason.startswith("the image quay.io/team/img:1 could not be pulled")
+    assert "start-up step" not in failure.reason, "the image is to blame, not the step"
+
+
+async def test_a_transient_pull_error_is_retried_for_a_bounded_time(spawner):
+    import time
+
+    spawner.image_pull_retry_seconds = 0.5
+    spawner.user_options = {"name": "s"}
+    await spawner.load_user_options()
+    pod = pulling("ErrImagePull", "failed to pull: 429 Too Many Requests")
+    assert spawner.is_pod_running(pod) is False, "the kubelet retries: wait"
+    time.sleep(0.6)
+    with pytest.raises(StudioStartError, match="429 Too Many Requests"):
+        spawner.is_pod_running(pod)
+
+
+async def test_a_permanent_pull_error_fails_at_once(spawner):
+    spawner.user_options = {"name": "s"}
+    await spawner.load_user_options()
+    with pytest.raises(StudioStartError, match="the image quay.io/team/img:1 could not be"):
+        spawner.is_pod_running(pulling("ErrImagePull", "manifest unknown"))
+
+
+def test_a_back_off_after_a_permanent_pull_failure_is_permanent():
+    backoff = pod_failure(pulling("ImagePullBackOff", "Back-off pulling image"))
+    events = [{"reason": "Failed", "message": "Failed to pull image \"x\": not found"},
+              {"reason": "BackOff", "message": "Back-off pulling image \"x\""}]
+    assert with_pull_events(backoff, events).transient is False
+    assert with_pull_events(backoff, events[1:]).transient is True
