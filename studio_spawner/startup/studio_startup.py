@@ -77,12 +77,21 @@ class StepLog:
     """Appends to ``<state>/<step>.log``; ``say`` also prints a short line to stdout."""
 
     def __init__(self, state_dir: str, step: str) -> None:
-        os.makedirs(state_dir, exist_ok=True)
+        notes: list[str] = []
+        try:
+            state_dir = own_dir(state_dir, notes)
+        except OSError as e:  # never fail a start for want of a log
+            import tempfile
+
+            notes.append(f"cannot use {state_dir} ({e}); logging to a temporary directory")
+            state_dir = tempfile.mkdtemp(prefix="studio-state-")
         self.path = os.path.join(state_dir, step + ".log")
         _rotate(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives for the step)
         self.step = step
         self.write(f"=== {step} started {_now()} (pid {os.getpid()})")
+        for note in notes:
+            self.say(note)
 
     def write(self, message: str) -> None:
         """Log only to the file."""
@@ -96,6 +105,17 @@ class StepLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def own_dir(path: str, notes: list[str]) -> str:
+    """Make sure `path` (a directory the start-up program owns) is a directory: a file or a
+    symlink in its place is moved aside (and noted), never followed or deleted."""
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isdir(path)):
+        aside = f"{path}.not-a-directory-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(path, aside)
+        notes.append(f"{path} was not a directory: moved it to {aside}")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def _now() -> str:
@@ -253,6 +273,8 @@ class Relocator:
         self.binary_pattern = re.compile(re.escape(self.old) + rb"(?![A-Za-z0-9_.\-])[^\0]*\0+")
         self.changed: dict[str, str] = {}
         self.skipped_binary: list[str] = []
+        self.unsafe: list[str] = []  # conda-meta paths outside the env: never touched
+        self.real_root = os.path.realpath(root)
 
     def run(self) -> None:
         """Relocate files listed in conda-meta, scripts in bin/, and conda-meta itself."""
@@ -270,19 +292,37 @@ class Relocator:
         meta = os.path.join(self.root, "conda-meta")
         records = []
         for name in _listdir(meta):
-            path = os.path.join(meta, name)
-            record = _read_json(path) if name.endswith(".json") else None
+            path = self._inside(f"conda-meta/{name}")
+            record = _read_json(path) if path and name.endswith(".json") else None
             if record is not None:
                 records.append((path, record))
         return records
 
+    def _inside(self, rel: str) -> str | None:
+        """root/rel when it stays in the env: no absolute path, no '..', no symlinked
+        directory on the way; otherwise None (and the path is reported once)."""
+        parts = rel.split("/")
+        path = os.path.join(self.root, rel)
+        parent = os.path.realpath(os.path.dirname(path))
+        if (
+            os.path.isabs(rel)
+            or ".." in parts
+            or not (parent == self.real_root or parent.startswith(self.real_root + os.sep))
+        ):
+            if rel not in self.unsafe:
+                self.unsafe.append(rel)
+            return None
+        return path
+
     def _relocate_entry(self, entry: dict) -> None:
         rel = entry["_path"]
-        path = os.path.join(self.root, rel)
+        path = self._inside(rel)
+        if path is None:
+            return
         placeholder = entry.get("prefix_placeholder")
         if entry.get("path_type") == "softlink" or os.path.islink(path):
             self._relocate_symlink(path)
-        elif placeholder and entry.get("file_mode") == "binary":
+        elif isinstance(placeholder, str) and placeholder and entry.get("file_mode") == "binary":
             self._relocate_binary(rel, len(placeholder.encode()))
         elif placeholder or entry.get("path_type") in ENTRY_POINT_TYPES:
             self._relocate_text(rel)
@@ -293,8 +333,8 @@ class Relocator:
         names = _listdir(bindir)
         for name in names:
             rel = "bin/" + name
-            path = os.path.join(bindir, name)
-            if rel in seen:
+            path = self._inside(rel)
+            if rel in seen or path is None:
                 continue
             if os.path.islink(path):
                 self._relocate_symlink(path)
@@ -324,23 +364,76 @@ class Relocator:
                 os.chmod(parent, restore)
 
     def _relocate_text(self, rel: str) -> None:
-        path = os.path.join(self.root, rel)
-        data = _read_regular(path)
-        if data is None or self.old not in data:
+        """Replace the prefix, streaming through a temp file (memory stays bounded)."""
+        path = self._inside(rel)
+        if path is None or not _is_regular(path):
             return
-        new_data = _fix_long_shebang(self.pattern.sub(self.new.replace(b"\\", b"\\\\"), data))
-        self._write(rel, new_data)
+        tmp = path + ".studio-tmp"
+        digest, changed, head = hashlib.sha256(), False, b""
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            carry = b""
+            while True:
+                chunk = src.read(CHUNK)
+                buf = carry + chunk
+                # A match may start in the last len(old) bytes and needs the byte after it.
+                cut = len(buf) - len(self.old) if chunk else len(buf)
+                out, done = _sub_before(self.pattern, self.new, buf, cut)
+                changed = changed or out != buf[:done]
+                carry = buf[done:]
+                if head is not None:  # hold output back until the first line is whole
+                    head += out
+                    if b"\n" not in head and chunk and len(head) < CHUNK:
+                        continue
+                    out, head = _fix_long_shebang(head), None
+                dst.write(out)
+                digest.update(out)
+                if not chunk:
+                    break
+        if not changed:
+            os.unlink(tmp)
+            return
+        os.chmod(tmp, os.lstat(path).st_mode & 0o7777)
+        parent = os.path.dirname(path)
+        restore = _add_user_write(parent)
+        os.replace(tmp, path)
+        if restore is not None:
+            os.chmod(parent, restore)
+        self.changed[rel] = digest.hexdigest()
 
     def _relocate_binary(self, rel: str, placeholder_len: int) -> None:
-        path = os.path.join(self.root, rel)
-        data = _read_regular(path)
-        if data is None or self.old not in data:
+        """Replace the prefix in NUL-padded C strings, in place and in chunks (same length)."""
+        path = self._inside(rel)
+        if path is None or not _is_regular(path) or not _contains(path, self.old):
             return
         if len(self.new) > placeholder_len:
             self.skipped_binary.append(rel)
             return
-        new_data = self.binary_pattern.sub(lambda m: self._pad(m.group(), placeholder_len), data)
-        self._write(rel, new_data)
+        digest = hashlib.sha256()
+        restore = _add_user_write(path)
+        try:
+            with open(path, "r+b") as f:
+                start, carry = 0, b""
+                while True:
+                    chunk = f.read(CHUNK)
+                    buf = carry + chunk
+                    # Only whole C strings: up to the end of the last run of NULs in the buffer.
+                    done = len(buf) if not chunk else _after_last_nul_run(buf)
+                    if done == 0 and len(buf) > MAX_CARRY:
+                        done = len(buf)  # no C string is this long: leave it as it is
+                    out = self.binary_pattern.sub(
+                        lambda m: self._pad(m.group(), placeholder_len), buf[:done])
+                    if out != buf[:done]:
+                        f.seek(start)
+                        f.write(out)
+                        f.seek(start + len(buf))
+                    digest.update(out)
+                    start, carry = start + done, buf[done:]
+                    if not chunk:
+                        break
+        finally:
+            if restore is not None:
+                os.chmod(path, restore)
+        self.changed[rel] = digest.hexdigest()
 
     def _pad(self, chunk: bytes, placeholder_len: int) -> bytes:
         """Replace the prefix in one C string, keeping its length by NUL padding."""
@@ -352,16 +445,6 @@ class Relocator:
         if extent > len(chunk) or len(out) + 1 > extent:
             return chunk  # not a padded conda placeholder: leave it alone
         return out + b"\0" * (extent - len(out)) + b"\0" * (nuls - (extent - len(text)))
-
-    def _write(self, rel: str, data: bytes) -> None:
-        path = os.path.join(self.root, rel)
-        restore = _add_user_write(path)
-        with open(path, "r+b") as f:
-            f.write(data)
-            f.truncate()
-        if restore is not None:
-            os.chmod(path, restore)
-        self.changed[rel] = hashlib.sha256(data).hexdigest()
 
     def _fix_conda_meta(self, records: list[tuple[str, dict]]) -> None:
         """Update sha256_in_prefix of rewritten files and the prefix in conda-meta text."""
@@ -378,23 +461,70 @@ class Relocator:
                 touched = True
             if touched:
                 _replace_text(path, text + "\n")
-        history = os.path.join(self.root, "conda-meta", "history")
-        data = _read_regular(history)
+        history = self._inside("conda-meta/history")
+        data = _read_regular(history) if history else None
         if data and self.old in data:
             with open(history, "wb") as f:
                 f.write(self.pattern.sub(self.new.replace(b"\\", b"\\\\"), data))
 
 
 def _paths_of(record: dict) -> list[dict]:
-    paths = (record.get("paths_data") or {}).get("paths") or []
+    """The path entries of a conda-meta record; malformed parts are skipped."""
+    paths_data = record.get("paths_data")
+    paths = paths_data.get("paths") if isinstance(paths_data, dict) else None
+    if not isinstance(paths, list):
+        return []
     return [p for p in paths if isinstance(p, dict) and isinstance(p.get("_path"), str)]
 
 
+CHUNK = 1 << 20
+MAX_CARRY = 8 << 20
+
+
+def _is_regular(path: str) -> bool:
+    return not os.path.islink(path) and os.path.isfile(path)
+
+
 def _read_regular(path: str) -> bytes | None:
-    if os.path.islink(path) or not os.path.isfile(path):
+    if not _is_regular(path):
         return None
     with open(path, "rb") as f:
         return f.read()
+
+
+def _contains(path: str, needle: bytes) -> bool:
+    """Whether a file contains `needle`, read in chunks."""
+    with open(path, "rb") as f:
+        tail = b""
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                return False
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle):]
+
+
+def _sub_before(pattern: re.Pattern, new: bytes, buf: bytes, cut: int) -> tuple[bytes, int]:
+    """Replace the matches that start before `cut`; (output, how much of buf it covers)."""
+    out, pos = [], 0
+    for match in pattern.finditer(buf):
+        if match.start() >= cut:
+            break
+        out += [buf[pos:match.start()], new]
+        pos = match.end()
+    done = max(pos, cut)
+    out.append(buf[pos:done])
+    return b"".join(out), done
+
+
+def _after_last_nul_run(buf: bytes) -> int:
+    """The index just after the last run of NUL bytes that ends before the end of buf."""
+    end = len(buf)
+    while end and buf[end - 1] == 0:  # a run touching the end may go on: not this one
+        end -= 1
+    last = buf.rfind(b"\0", 0, end)
+    return last + 1 if last >= 0 else 0
 
 
 def _replace_text(path: str, text: str) -> None:
@@ -493,6 +623,11 @@ def _make_copy(src: str, final: str, fingerprint: str, config: Config, log: Step
     except BaseException:
         _remove_ours(tmp)
         raise
+    if relocator.unsafe:
+        log.say(
+            f"{name}: {len(relocator.unsafe)} path(s) in conda-meta point outside the env and "
+            f"were left alone, e.g. {relocator.unsafe[0]!r}"
+        )
     if relocator.skipped_binary:
         log.say(
             f"{name}: {len(relocator.skipped_binary)} binary file(s) keep the image path "
@@ -610,7 +745,10 @@ def _beside(name: str, src: str, image_fp: str, config: Config, log: StepLog, re
 
 def step_sync_envs(config: Config, log: StepLog) -> None:
     """Step ``sync-envs``."""
-    os.makedirs(config.envs_dir, exist_ok=True)
+    notes: list[str] = []
+    own_dir(config.envs_dir, notes)
+    for note in notes:
+        log.say(note)
     recover(config.envs_dir, log)
     envs = _image_envs(config)
     if not envs:
@@ -776,20 +914,40 @@ def _user_envs(config: Config) -> Iterator[tuple[str, str]]:
             yield name, prefix
 
 
-def _is_ours(kernel_dir: str) -> bool:
+def _studio_meta(kernel_dir: str) -> dict | None:
+    """Our metadata in a kernelspec (``metadata.studio``), None when it is not ours or is
+    malformed; a symlinked kernel directory is never ours."""
+    if os.path.islink(kernel_dir):
+        return None
     spec = _read_json(os.path.join(kernel_dir, "kernel.json")) or {}
-    return isinstance((spec.get("metadata") or {}).get("studio"), dict)
+    meta = spec.get("metadata")
+    studio = meta.get("studio") if isinstance(meta, dict) else None
+    return studio if isinstance(studio, dict) else None
+
+
+def _is_ours(kernel_dir: str) -> bool:
+    return _studio_meta(kernel_dir) is not None
 
 
 def step_kernels(config: Config, log: StepLog) -> None:
     """Step ``kernels``."""
+    notes: list[str] = []
+    own_dir(config.kernels_dir, notes)
+    for note in notes:
+        log.say(note)
     wanted: dict[str, dict] = {}
     for name, prefix in _user_envs(config):
         spec = kernel_for_env(name, prefix)
         if spec is not None:
             wanted.setdefault(kernel_dir_name(name), spec)
-    written = [k for k, spec in wanted.items() if _write_kernel(config.kernels_dir, k, spec)]
-    removed = _remove_stale_kernels(config.kernels_dir, set(wanted))
+    written = []
+    for k, spec in wanted.items():
+        outcome = _write_kernel(config.kernels_dir, k, spec)
+        if outcome is True:
+            written.append(k)
+        elif outcome:
+            log.say(outcome)
+    removed = _remove_stale_kernels(config.kernels_dir, set(wanted), log)
     for k in removed:
         log.say(f"removed kernel {k} (its env is gone)")
     log.say(
@@ -798,32 +956,42 @@ def step_kernels(config: Config, log: StepLog) -> None:
     )
 
 
-def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool:
-    """Write a kernelspec unless identical; never overwrites a kernelspec that is not ours."""
+def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool | str:
+    """Write a kernelspec unless identical (False); never writes through a symlink nor over a
+    kernelspec that is not ours (returns what it skipped, as a message)."""
     kdir = os.path.join(kernels_dir, name)
     path = os.path.join(kdir, "kernel.json")
+    if os.path.islink(kdir) or os.path.islink(path):
+        return f"kernel {name}: a symlink is in the way; left alone (remove it to get the kernel)"
+    if os.path.lexists(kdir) and not os.path.isdir(kdir):
+        return f"kernel {name}: a file is in the way; left alone (remove it to get the kernel)"
     current = _read_json(path)
     if current == spec:
         return False
     if os.path.exists(path) and not _is_ours(kdir):
-        return False
+        if current is None:  # malformed: keep it beside, write ours
+            os.replace(path, f"{path}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        else:
+            return False
     os.makedirs(kdir, exist_ok=True)
     _write_json(path, spec)
     return True
 
 
-def _remove_stale_kernels(kernels_dir: str, keep: set) -> list[str]:
+def _remove_stale_kernels(kernels_dir: str, keep: set, log: StepLog) -> list[str]:
     removed = []
     names = _listdir(kernels_dir)
     for name in names:
         kdir = os.path.join(kernels_dir, name)
-        if name.startswith(KERNEL_PREFIX) and name not in keep and _is_ours(kdir):
-            prefix = (
-                (_read_json(os.path.join(kdir, "kernel.json")) or {})
-                .get("metadata", {})
-                .get("studio", {})
-                .get("prefix", "")
-            )
+        if not name.startswith(KERNEL_PREFIX) or name in keep:
+            continue
+        if os.path.islink(kdir):
+            log.write(f"kernel {name} is a symlink: not ours, left alone")
+            continue
+        studio = _studio_meta(kdir)
+        if studio is not None:
+            prefix = studio.get("prefix")
+            prefix = prefix if isinstance(prefix, str) else ""
             if prefix and kernel_for_env(os.path.basename(prefix), prefix) is not None:
                 continue  # env still there (e.g. renamed kernel dir): keep
             os.remove(os.path.join(kdir, "kernel.json"))
