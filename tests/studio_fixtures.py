@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from studio_spawner.devcluster.demo import DEMO_IMAGE, write_demo_images
@@ -73,3 +74,12 @@ def wait_for_server(hub: Hub, user: str, server: str, timeout: float = 90) -> di
             return model
         time.sleep(0.5)
     raise AssertionError(f"{user}/{server} did not become ready in {timeout} s")
+
+
+def home_file(hub: Hub, user: str, server: str, name: str) -> str:
+    """A file in the studio's home, read through the proxy with the Jupyter contents API."""
+    response = requests.get(f"{hub.url}/user/{user}/{server}/api/contents/{name}",
+                            params={"content": "1", "type": "file", "format": "text"},
+                            headers={"Authorization": f"token {hub.token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["content"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
 import requests
 
-from .studio_fixtures import BROKEN_IMAGE, STUDIO_IMAGE, wait_for_server
+from .studio_fixtures import BROKEN_IMAGE, STUDIO_IMAGE, home_file, wait_for_server
 
 OPTIONS = {"name": "RNA {seq}", "template": "demo", "env": {"GREETING": "a{b}c"},
            "labels": {"team": "genomics"}, "lifespan_hours": 2,
@@ -115,3 +117,59 @@ def test_failing_startup_step_fails_fast_with_its_message(studio_hub):
         studio_hub, "ed", "conda", {**OPTIONS, "environment_yml": "dependencies: [numpy]\n"})
     assert seconds < 30, f"took {seconds:.1f} s"
     assert "Building your conda environment' failed (build failed)" in message, message
+
+
+# --- hardening: what reaches the running studio, and what the hub refuses --------------------
+
+LITERALS = {"PASSWORD": "pa$$word", "TOKEN": "$(JUPYTERHUB_API_TOKEN)", "BRACES": "a{b}c",
+            "LINES": "one\ntwo"}
+
+
+def test_env_values_reach_the_process_exactly_as_typed(studio_hub):
+    """Kubernetes expands $(VAR) and turns $$ into $: the values are escaped for it."""
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["lit"]})
+    script = "".join(f'printf %s "${name}" > "$HOME/env-{name}"\n' for name in LITERALS)
+    options = {"name": "Literal", "template": "demo", "env": LITERALS, "init_script": script}
+    response = hub.api("POST", "/users/lit/servers/env", json=options)
+    assert response.status_code in (201, 202), response.text
+    assert wait_for_server(hub, "lit", "env").get("ready"), hub.log.read_text()[-3000:]
+    root = requests.get(f"{hub.url}/user/lit/env/api/contents/", timeout=30,
+                        headers={"Authorization": f"token {hub.token}"}).json()
+    home = "" if any(c["name"] == "env-TOKEN" for c in root["content"]) else "home/jovyan/"
+    for name, value in LITERALS.items():  # the server's root is the home or /
+        assert home_file(hub, "lit", "env", f"{home}env-{name}") == value, name
+    hub.api("DELETE", "/users/lit/servers/env")
+
+
+@pytest.mark.parametrize("body", [[], [1], "x", 3], ids=["empty-list", "list", "string", "number"])
+def test_a_body_that_is_not_an_object_is_a_400(studio_hub, body):
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["shape"]})
+    response = hub.api("POST", "/users/shape/servers/odd", json=body)
+    assert response.status_code == 400, response.text
+    assert "options:" in response.json()["message"]
+    assert hub.api("GET", "/users/shape").status_code == 200, "the user still loads"
+
+
+@pytest.mark.parametrize("field", ["description", "environment_yml", "init_script"])
+def test_lone_surrogates_are_a_400_naming_the_field(studio_hub, field):
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["sur"]})
+    body = json.dumps({"name": "s", "template": "demo", field: "a\ud800b"})  # \ud800 escaped
+    response = hub.api("POST", f"/users/sur/servers/{field.replace('_', '-')}", data=body)
+    assert response.status_code == 400, response.text
+    assert f"{field}:" in response.json()["message"]
+
+
+def test_the_api_stores_the_normalised_options(studio_hub):
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["norm"]})
+    body = {"name": " Norm ", "template": "demo", "lifespan_hours": "24", "disk_gib": "3",
+            "env": {"SECRET": "s3cret"}}
+    assert hub.api("POST", "/users/norm/servers/n", json=body).status_code in (201, 202)
+    assert wait_for_server(hub, "norm", "n").get("ready")
+    stored = hub.api("GET", "/users/norm").json()["servers"]["n"]["user_options"]
+    assert stored["lifespan_hours"] == 24 and stored["disk_gib"] == 3 and stored["name"] == "Norm"
+    assert "s3cret" not in str(stored), "env values are not in user_options"
+    hub.api("DELETE", "/users/norm/servers/n")
