@@ -12,6 +12,7 @@ from kubespawner import clients
 from traitlets.config import Config
 
 from studio_spawner.cli import offline_spawner
+from studio_spawner.spawner import StudioSpawner
 
 from .conftest import CATALOG_CONFIG
 from .lifespan.fault_proxy import FaultProxy
@@ -41,6 +42,7 @@ async def kube_default(devcluster):
                                   client_configuration=conf)
     client.Configuration.set_default(conf)
     yield conf
+    await StudioSpawner._stop_all_reflectors()  # they live in this test's event loop
     client.Configuration.set_default(previous)
 
 
@@ -126,3 +128,39 @@ async def test_secret_calls_are_retried_with_kubespawners_timeouts(
     finally:
         proxy.stop()
         await spawner.api.api_client.close()
+
+
+async def test_poll_keeps_a_running_studio_whose_container_restarted(kube_default, kube_api):
+    """After a hub restart, poll() sees a pod whose notebook container was OOM-killed once and
+    runs again: the studio keeps running (fail-fast is for starts only)."""
+    from jupyterhub import orm
+
+    spawner = offline_spawner(studio_config(), "poll-user", "s1")
+    core = client.CoreV1Api(kube_api)
+    spawner.user_options = {"name": "s"}
+    spawner.apply_studio_options(spawner.parse(spawner.raw_options()))
+    pod = client.ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    try:
+        created = await core.create_namespaced_pod("default", pod)
+        status = {"phase": "Running", "podIP": "10.0.0.7",
+                  "conditions": [{"type": "Ready", "status": "True"}],
+                  "containerStatuses": [{
+                      "name": "notebook", "image": created.spec.containers[0].image,
+                      "imageID": "", "ready": True, "restartCount": 1,
+                      "state": {"running": {"startedAt": "2026-11-27T10:00:00Z"}},
+                      "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}
+        await core.patch_namespaced_pod_status(spawner.pod_name, "default", {"status": status})
+        spawner.orm_spawner.server = orm.Server(proto="http", ip="10.0.0.7", port=8888,
+                                                base_url="/user/poll-user/s1/",
+                                                cookie_name="jupyterhub-user-poll-user")
+        deadline = time.monotonic() + 20
+        while True:  # until the reflector has seen the restart
+            await spawner._start_watching_pods()
+            seen = spawner.pod_reflector.pods.get(f"default/{spawner.pod_name}") or {}
+            if (seen.get("status") or {}).get("containerStatuses"):
+                break
+            assert time.monotonic() < deadline, "the reflector did not see the status"
+            await asyncio.sleep(0.2)
+        assert await spawner.poll() is None, "the studio keeps running"
+    finally:
+        await core.delete_namespaced_pod(spawner.pod_name, "default", grace_period_seconds=0)
