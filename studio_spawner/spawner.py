@@ -237,7 +237,9 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
 
     @property
     def _form_key(self) -> str:
-        return f"{self.user.name}/{self.name}"
+        # Per user, not per server: JupyterHub re-renders a failed named-server submit with
+        # the default server's spawner (user.spawner); the same request consumes the entry.
+        return self.user.name
 
     def _parse_inputs(self, raw: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """parse_options' arguments: the raw options with the server's defaults filled in."""
