@@ -7,6 +7,11 @@ refuses a body that is not a JSON object (400) or comes from someone other than 
 hub admin (403), and keeps the stored options unchanged: the spawner stores the normalised
 options itself once they validate (``save_options``).
 
+Without a start (JupyterHub 6's ``PUT`` "add only" and ``PATCH``), the body is validated and
+stored, normalised, at once. Who made the request comes from the request being handled: a
+wrapper around JupyterHub's ``BaseHandler.prepare`` remembers it in a context variable, which
+also holds in requests that never set ``spawner.handler``.
+
 Secrets (env values and the init script) never go into ``user_options``, which anyone with
 ``read:servers`` on the server can read: they live in the spawner's state, which needs
 ``admin:server_state``.
@@ -14,6 +19,8 @@ Secrets (env values and the init script) never go into ``user_options``, which a
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -23,8 +30,13 @@ from tornado import web
 from traitlets import validate
 from traitlets.config import LoggingConfigurable
 
+from .errors import OptionsError
+
 SECRET_KEYS = ("env", "init_script")
 STATE_KEY = "studio_secrets"
+#: The JupyterHub request handler of the current request (see install()).
+CURRENT_HANDLER: contextvars.ContextVar[Any] = contextvars.ContextVar("studio_handler",
+                                                                     default=None)
 
 
 def split_secrets(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,9 +69,12 @@ class StoredOptionsGuard(LoggingConfigurable):
             self._pending_secrets = secrets
         return public
 
+    def _handler(self) -> Any:
+        return CURRENT_HANDLER.get() or getattr(self, "handler", None)
+
     def requester_may_change_options(self) -> bool:
         """The owner and hub admins (``admin:servers``) may; no handler: the hub itself."""
-        handler = getattr(self, "handler", None)
+        handler = self._handler()
         requester = handler.current_user if handler is not None else None
         if requester is None:
             return True
@@ -67,8 +82,10 @@ class StoredOptionsGuard(LoggingConfigurable):
             return True
         return bool(handler.has_scope("admin:servers"))
 
-    def receive_options_body(self, body: Any) -> None:
-        """A spawn request's body, before the hub stores it: refuse it, or keep its secrets."""
+    def receive_options_body(self, body: Any) -> dict[str, Any] | None:
+        """A request's options, before the hub stores them: refuse them (HTTP 400, 403); for
+        a start, keep them for start() (None: the stored options stay as they are); without a
+        start, validate them and return what to store."""
         if not isinstance(body, dict):
             raise web.HTTPError(
                 400, "options: the request body must be a JSON object of studio options, "
@@ -77,7 +94,18 @@ class StoredOptionsGuard(LoggingConfigurable):
             raise web.HTTPError(
                 403, "Only the studio's owner can change its options or start it the first "
                 "time; start it without options to use the ones its owner saved")
-        self._pending_secrets = split_secrets(body)[1]
+        if getattr(self, "_spawn_pending", False):  # start() validates and stores them
+            self._pending_secrets = split_secrets(body)[1]
+            return None
+        try:
+            options = self.parse(body)  # type: ignore[attr-defined]
+        except OptionsError as error:
+            raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
+        public, secrets = split_secrets(options.to_user_options())
+        self._studio_secrets, self._pending_secrets = secrets, None
+        self.orm_spawner.state = {**(self.orm_spawner.state or {}), STATE_KEY: secrets}
+        self.user_options = public  # what the hub shows, as stored
+        return public
 
     def raw_options(self) -> dict[str, Any]:
         """The options to validate: the request's, or the saved ones, with their secrets."""
@@ -87,7 +115,7 @@ class StoredOptionsGuard(LoggingConfigurable):
 
     def saved_options_for_form(self) -> dict[str, Any]:
         """The saved options to pre-fill the form; secrets only for the owner's own form."""
-        handler = getattr(self, "handler", None)
+        handler = self._handler()
         requester = handler.current_user if handler is not None else None
         own = requester is not None and getattr(requester, "kind", None) == "user" and (
             requester.name == self.user.name)
@@ -128,13 +156,29 @@ def _on_store(target: Any, value: Any, oldvalue: Any, _initiator: Any) -> Any:
     spawner = ref() if ref is not None else None
     if spawner is None or spawner._storing:
         return value
-    spawner.receive_options_body(value)
+    stored = spawner.receive_options_body(value)
+    if stored is not None:
+        return stored
     return oldvalue if isinstance(oldvalue, dict) else None
 
 
+def _remember_handler(prepare: Any) -> Any:
+    @functools.wraps(prepare)
+    async def prepare_and_remember(self: Any, *args: Any, **kwargs: Any) -> Any:
+        CURRENT_HANDLER.set(self)
+        return await prepare(self, *args, **kwargs)
+
+    prepare_and_remember.studio_remembers_handler = True  # type: ignore[attr-defined]
+    return prepare_and_remember
+
+
 def install() -> None:
-    """Listen to JupyterHub's ``user_options`` column (once per process)."""
+    """Listen to JupyterHub's ``user_options`` column, and remember each request's handler
+    (once per process)."""
     from jupyterhub import orm
+    from jupyterhub.handlers.base import BaseHandler
 
     if not event.contains(orm.Spawner.user_options, "set", _on_store):
         event.listen(orm.Spawner.user_options, "set", _on_store, retval=True)
+    if not getattr(BaseHandler.prepare, "studio_remembers_handler", False):
+        BaseHandler.prepare = _remember_handler(BaseHandler.prepare)

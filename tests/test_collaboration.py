@@ -19,6 +19,7 @@ import yaml
 
 from .hub_fixtures import Hub, start_hub
 from .studio_fixtures import studio_hub_config, wait_for_server
+from .test_e2e_devcluster import JUPYTERHUB_6
 
 REFRESH_SECONDS = 2  # Authenticator.auth_refresh_age
 CACHE_SECONDS = 2  # StudioSpawner.server_auth_cache_seconds
@@ -378,4 +379,19 @@ def test_workspace_managers_never_read_env_values_or_init_scripts(hub, browsers)
     assert "s3cret" not in form
     assert "s3cret-value" in ann.session.get(f"{hub.url}/hub/spawn/{OWNER}/{name}",
                                              timeout=30).text, "the owner's own form has them"
+    ann.api("DELETE", f"/users/{OWNER}/servers/{name}", json={"remove": True})
+
+
+@pytest.mark.skipif(not JUPYTERHUB_6, reason="PATCH is JupyterHub 6")
+def test_a_workspace_admin_cannot_patch_a_studios_options(hub, browsers):
+    ann, eve = browsers[OWNER], browsers["eve"]
+    name = "patched"
+    response = ann.api("PUT", f"/users/{OWNER}/servers/{name}",
+                       json={"user_options": options(name, private=True)})
+    assert response.status_code == 201, response.text
+    saved = server(hub, OWNER, name)["user_options"]
+    response = eve.api("PATCH", f"/users/{OWNER}/servers/{name}",
+                       json={"user_options": options(name, private=False)})
+    assert response.status_code == 403, response.text
+    assert server(hub, OWNER, name)["user_options"] == saved
     ann.api("DELETE", f"/users/{OWNER}/servers/{name}", json={"remove": True})

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import jupyterhub
 import pytest
 import requests
 
 from .studio_fixtures import BROKEN_IMAGE, STUDIO_IMAGE, home_file, wait_for_server
 
+JUPYTERHUB_6 = int(jupyterhub.__version__.split(".")[0]) >= 6
 OPTIONS = {"name": "RNA {seq}", "template": "demo", "env": {"GREETING": "a{b}c"},
            "labels": {"team": "genomics"}, "lifespan_hours": 2,
            "init_script": "echo init ran > $HOME/init-ran"}
@@ -144,11 +146,14 @@ def test_env_values_reach_the_process_exactly_as_typed(studio_hub):
 
 @pytest.mark.parametrize("body", [[], [1], "x", 3], ids=["empty-list", "list", "string", "number"])
 def test_a_body_that_is_not_an_object_is_a_400(studio_hub, body):
+    if JUPYTERHUB_6 and body == []:
+        pytest.skip("JupyterHub 6 itself reads an empty list as no body (start as saved)")
     hub = studio_hub
     hub.api("POST", "/users", json={"usernames": ["shape"]})
     response = hub.api("POST", "/users/shape/servers/odd", json=body)
     assert response.status_code == 400, response.text
-    assert "options:" in response.json()["message"]
+    message = response.json()["message"]  # ours, or JupyterHub 6's own check
+    assert "options:" in message or "Body must be a JSON object" in message
     assert hub.api("GET", "/users/shape").status_code == 200, "the user still loads"
 
 
@@ -173,3 +178,24 @@ def test_the_api_stores_the_normalised_options(studio_hub):
     assert stored["lifespan_hours"] == 24 and stored["disk_gib"] == 3 and stored["name"] == "Norm"
     assert "s3cret" not in str(stored), "env values are not in user_options"
     hub.api("DELETE", "/users/norm/servers/n")
+
+
+@pytest.mark.skipif(not JUPYTERHUB_6, reason="PUT (add only) and PATCH are JupyterHub 6")
+def test_options_stored_without_a_start_are_validated(studio_hub):
+    hub = studio_hub
+    hub.api("POST", "/users", json={"usernames": ["addo"]})
+    body = {"name": " Added ", "template": "demo", "lifespan_hours": "5", "env": {"K": "s3cret"}}
+    response = hub.api("PUT", "/users/addo/servers/a", json={"user_options": body})
+    assert response.status_code == 201, response.text
+
+    def stored_options() -> dict:
+        model = hub.api("GET", "/users/addo?include_stopped_servers=1").json()
+        return model["servers"]["a"]["user_options"]
+
+    stored = stored_options()
+    assert stored["lifespan_hours"] == 5 and stored["name"] == "Added"
+    assert "s3cret" not in str(stored)
+    bad = {"user_options": {**body, "lifespan_hours": 0}}
+    response = hub.api("PATCH", "/users/addo/servers/a", json=bad)
+    assert response.status_code == 400 and "lifespan_hours" in response.text
+    assert stored_options() == stored

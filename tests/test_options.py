@@ -488,7 +488,7 @@ def test_lone_surrogates_in_env_values_are_field_errors(catalog):
                                   "".join(" " * i + "a:\n" for i in range(2000)),
                                   "dependencies:\n" + "  - [" * 100])
 def test_deeply_nested_environment_yml_is_a_field_error(catalog, text):
-    assert "nested" in errors_of(catalog, environment_yml=text[:60000])["environment_yml"]
+    assert "nest" in errors_of(catalog, environment_yml=text[:60000])["environment_yml"]
 
 
 # --- hardening: sizes that keep every accepted studio within Kubernetes' limits ----------------

@@ -208,6 +208,7 @@ async def stored():
     spawner = offline_spawner(c, "alice", "rna")
     spawner.orm_spawner = row
     row._studio_spawner = __import__("weakref").ref(spawner)
+    spawner._spawn_pending = True  # a spawn request, as JupyterHub marks it before storing
     yield spawner, row, db
     await spawner.api.api_client.close()
     db.close()
@@ -401,3 +402,22 @@ def test_a_back_off_after_a_permanent_pull_failure_is_permanent():
               {"reason": "BackOff", "message": "Back-off pulling image \"x\""}]
     assert with_pull_events(backoff, events).transient is False
     assert with_pull_events(backoff, events[1:]).transient is True
+
+
+async def test_options_stored_without_a_start_are_validated_and_normalised(stored):
+    """JupyterHub 6 stores options without starting (PUT "add only", PATCH)."""
+    spawner, row, _ = stored
+    spawner._spawn_pending = False
+    as_requester(spawner, "alice")
+    with pytest.raises(HTTPError) as caught:
+        row.user_options = {"name": "s", "lifespan_hours": 0}
+    assert caught.value.status_code == 400 and "lifespan_hours" in str(caught.value)
+    assert row.user_options is None
+    row.user_options = {"name": " s ", "lifespan_hours": "24", "env": {"K": "s3cret"}}
+    assert row.user_options["lifespan_hours"] == 24 and row.user_options["name"] == "s"
+    assert "s3cret" not in repr(row.user_options)
+    assert row.state["studio_secrets"]["env"] == {"K": "s3cret"}
+    as_requester(spawner, "eve", "servers", "start:servers")
+    with pytest.raises(HTTPError) as caught:
+        row.user_options = {"name": "s", "private": False}
+    assert caught.value.status_code == 403
