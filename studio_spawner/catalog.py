@@ -27,6 +27,7 @@ ENTRY_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 DATA_NAME_MAX = 58  # the pod volume "data-<name>" is a DNS label of at most 63 characters
 CLAIM_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
 AWS_ACCOUNT = re.compile(r"[0-9]{12}")
+LABEL_PREFIX = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 #: Bounds that keep every accepted studio within Kubernetes' object limits (a Secret holds at
 #: most 1 MiB; etcd takes requests up to 1.5 MiB).
 FILE_MAX_BYTES = 256 * 1024
@@ -288,6 +289,11 @@ class StudioCatalog(Configurable):
             if problem:
                 raise TraitError(f"StudioSpawner.data_repositories[{index}].{problem}")
         return proposal["value"]
+
+    @validate("reserved_label_prefixes")
+    def _check_label_prefixes(self, proposal: dict) -> list:
+        return _all_match(proposal["value"], LABEL_PREFIX, "reserved_label_prefixes",
+                          "a prefix is a lowercase DNS subdomain such as example.com")
 
     @validate("allowed_registries")
     def _check_registry_patterns(self, proposal: dict) -> list:

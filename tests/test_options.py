@@ -465,6 +465,11 @@ def test_service_mesh_identity_and_scheduler_labels_are_reserved(catalog, key):
     assert "reserved" in errors_of(catalog, labels={key: "true"})[f"labels.{key}"]
 
 
+def test_reserved_label_prefixes_are_dns_subdomains():
+    with pytest.raises(TraitError, match=r"reserved_label_prefixes\[0\]"):
+        StudioCatalog(reserved_label_prefixes=["Istio.io/*"])
+
+
 def test_admins_set_reserved_label_prefixes(catalog):
     assert parse(catalog, labels={"acme.com/team": "bio"}).labels
     catalog.reserved_label_prefixes = [*catalog.reserved_label_prefixes, "acme.com"]
