@@ -98,7 +98,10 @@ class StoredOptionsGuard(LoggingConfigurable):
             self._pending_secrets = split_secrets(body)[1]
             return None
         try:
-            options = self.parse(body)  # type: ignore[attr-defined]
+            # Everything but the environment.yml's contents, which can be slow to check and
+            # would block the event loop here: start() checks them, off the loop, before
+            # anything is created.
+            options = self.parse(body, conda_problems=[])  # type: ignore[attr-defined]
         except OptionsError as error:
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
         public, secrets = split_secrets(options.to_user_options())
