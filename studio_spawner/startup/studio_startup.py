@@ -79,6 +79,8 @@ class StepLog:
     def __init__(self, state_dir: str, step: str) -> None:
         notes: list[str] = []
         try:
+            if not state_dir:
+                raise OSError("no usable home")
             state_dir = own_dir(state_dir, notes)
         except OSError as e:  # never fail a start for want of a log
             import tempfile
@@ -1131,14 +1133,14 @@ def _run_init(config: Config, log: StepLog, script: str) -> None:
     """Run init.sh in its own process group with the time limit; raise on failure."""
     import subprocess
 
-    init_log = os.path.join(config.state_dir, "init.log")
+    init_log = os.path.join(os.path.dirname(log.path), "init.log")  # beside the step's log
     log.say(f"running the init script (time limit {config.init_timeout:g}s)")
     with open(init_log, "wb") as out:
         out.write(f"=== init.sh started {_now()}\n".encode())
         out.flush()
         proc = subprocess.Popen(
             ["/bin/sh", script],
-            cwd=config.home,
+            cwd=config.home if os.path.isdir(config.home) else "/",
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -1242,10 +1244,15 @@ def main(argv: list[str]) -> int:
     step, log = argv[0], None
     try:
         config = Config(dict(os.environ))
-        log = StepLog(config.state_dir, step)
-        if step == "run":
+        usable_home = os.path.isdir(config.home) and os.access(config.home, os.W_OK)
+        log = StepLog(config.state_dir if usable_home else "", step)
+        if step == "run":  # the server starts even without a usable home
             rest = argv[1:]
             step_run(config, log, rest[1:] if rest[:1] == ["--"] else rest)
+        elif not usable_home:
+            log.say(f"skipped: HOME ({config.home}) is not a writable directory, so there is "
+                    "nowhere to keep envs and kernels; give studios a home volume "
+                    "(KubeSpawner storage) or set HOME in c.KubeSpawner.environment")
         else:
             STEPS[step](config, log)
     except StepError as e:

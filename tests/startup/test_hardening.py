@@ -172,3 +172,15 @@ def test_code_left_by_visitors_is_moved_aside_when_the_studio_is_private_again(
     assert "~/.bashrc" in notice and "quarantine" in notice
     result = studio.ok("kernels")  # private again: nothing more to move
     assert "changed while the studio was shared" not in result.stdout
+
+
+def test_no_usable_home_skips_the_steps_and_the_server_still_starts(studio: Studio) -> None:
+    """An image whose user has no home (HOME=/ for a uid without a passwd entry, or a path
+    that does not exist) and no home volume: the steps say why they skip; run still runs."""
+    missing = str(studio.root / "no-such-home")
+    for step in ("sync-envs", "kernels"):
+        result = studio.ok(step, HOME=missing)
+        assert "skipped: HOME" in result.stdout
+    (studio.files / "init.sh").write_text("echo init-ran\n")
+    result = studio.ok("run", "--", "echo", "server-started", HOME=missing)
+    assert "server-started" in result.stdout
