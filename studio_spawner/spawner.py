@@ -272,7 +272,8 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, KubeSpawner, StudioCat
         if self._parsed is not None and self._parsed[0] == memo:
             return self._parsed[1]
         text = inputs["raw"].get("environment_yml")
-        if isinstance(text, str) and text.strip() and not text_error(text, "\r\n\t"):
+        if (isinstance(text, str) and text.strip() and not text_error(text, "\r\n\t")
+                and len(text.encode()) <= self.environment_yml_max_bytes):  # else: field errors
             inputs["conda_problems"] = await check_environment_yml(
                 text.replace("\r\n", "\n"), self.conda_channels,
                 self.environment_yml_max_bytes, self.environment_yml_check_seconds)
