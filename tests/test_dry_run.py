@@ -59,7 +59,8 @@ LIMITS = {
                "env_value_max_chars": 128 * 1024, "env_max_total_bytes": 128 * 1024,
                "env_max_count": 1000, "labels_max_count": 64},
 }
-CHARACTERS = {"ascii": "a", "dollar": "$", "latin": "é", "euro": "€", "emoji": "😀"}
+CHARACTERS = {"ascii": "a", "dollar": "$", "latin": "é", "euro": "€", "emoji": "😀",
+              "control": "\x01", "quote": "\""}
 
 
 def fill(character: str, max_bytes: int, prefix: str = "") -> str:
@@ -74,13 +75,14 @@ def largest_options(spawner, character: str) -> dict:
     count = spawner.env_max_count
     budget = getattr(spawner, "env_max_total_bytes", count * spawner.env_value_max_chars * size)
     per_value = min(spawner.env_value_max_chars, (budget // count - 6) // size)
+    text = character if character.isprintable() else "a"  # only env values take controls
     return {
-        "name": character * 64,
-        "description": fill(character, 500),
+        "name": text * 64,
+        "description": fill(text, 500),
         "template": "python",
-        "environment_yml": fill(character, spawner.environment_yml_max_bytes,
+        "environment_yml": fill(text, spawner.environment_yml_max_bytes,
                                 "dependencies:\n  - numpy\n# "),
-        "init_script": fill(character, spawner.init_script_max_bytes, "# "),
+        "init_script": fill(text, spawner.init_script_max_bytes, "# "),
         "env": {f"V{i:05d}": character * per_value for i in range(count)},
         "labels": {f"k{i}": "v" * 63 for i in range(spawner.labels_max_count)},
         "data": [{"name": "genomes"}, {"name": "scratch", "writable": True}],
