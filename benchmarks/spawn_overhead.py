@@ -48,7 +48,7 @@ c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
 def studio(cluster: DevCluster, image: str) -> str:
     return common(cluster) + f"""
 c.StudioSpawner.templates = [{{"id": "demo", "display_name": "Demo", "image": "{image}"}}]
-c.StudioSpawner.allowed_registries = ["registry.studio.test/*", "*.dkr.ecr.*.amazonaws.com/*"]
+c.StudioSpawner.allowed_registries = ["registry.studio.test/**", "*.dkr.ecr.*.amazonaws.com/**"]
 """
 
 

@@ -109,7 +109,7 @@ c.StudioSpawner.data_repositories = [
 
 # --- Policies ---------------------------------------------------------------------------------
 c.StudioSpawner.allow_custom_images = True
-c.StudioSpawner.allowed_registries = ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*"]
+c.StudioSpawner.allowed_registries = ["quay.io/**", "docker.io/**", "*.dkr.ecr.*.amazonaws.com/**"]
 c.StudioSpawner.allow_conda_with_custom_image = False
 c.StudioSpawner.conda_channels = ["conda-forge", "bioconda"]
 # Conda (docs/conda.md): the hub solves each environment.yml before the pod (a missing package
@@ -150,7 +150,7 @@ if os.environ.get("STUDIO_DEMO_IMAGE"):
     c.StudioSpawner.connect_image = os.environ["STUDIO_DEMO_CONNECT_IMAGE"]
     c.StudioSpawner.allow_custom_tools = True
     c.StudioSpawner.resource_presets = []
-    c.StudioSpawner.allowed_registries = ["registry.studio.test/*", "private.studio.test/*"]
+    c.StudioSpawner.allowed_registries = ["registry.studio.test/**", "private.studio.test/**"]
     c.StudioSpawner.conda_channels = [os.environ["STUDIO_DEMO_CHANNEL"]]
     c.StudioSpawner.conda_channel_alias = os.environ["STUDIO_DEMO_CHANNEL_ALIAS"]
     c.StudioSpawner.data_repositories = []

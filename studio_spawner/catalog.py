@@ -23,6 +23,7 @@ from .validators import (
     aws_region_error,
     bucket_name_error,
     parse_image,
+    registry_pattern_error,
     s3_prefix_error,
 )
 
@@ -30,6 +31,18 @@ ENTRY_ID = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 DATA_NAME_MAX = 58  # the pod volume "data-<name>" is a DNS label of at most 63 characters
 CLAIM_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?")
 AWS_ACCOUNT = re.compile(r"[0-9]{12}")
+LABEL_PREFIX = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+#: Bounds that keep every accepted studio within Kubernetes' object limits (a Secret holds at
+#: most 1 MiB; etcd takes requests up to 1.5 MiB).
+FILE_MAX_BYTES = 256 * 1024
+ENV_MAX_TOTAL_BYTES = 128 * 1024
+DEFAULT_RESERVED_LABEL_PREFIXES = (
+    "hub.jupyter.org", "studio.jupyter.org", "kubernetes.io", "k8s.io", "x-k8s.io",
+    "istio.io", "linkerd.io", "consul.hashicorp.com", "kuma.io",
+    "azure.workload.identity", "iam.gke.io", "eks.amazonaws.com",
+    "kueue.x-k8s.io", "volcano.sh", "scheduling.x-k8s.io", "yunikorn.apache.org",
+    "karpenter.sh", "cluster-autoscaler.kubernetes.io", "jupyter.org",
+)
 QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:m|k|Ki|M|Mi|G|Gi|T|Ti)?")
 KINDS = ("jupyter", "tool")
 BASE_PATHS = ("strip", "pass")
@@ -211,9 +224,13 @@ class StudioCatalog(Configurable):
         Unicode(),
         ["*"],
         config=True,
-        help="""Glob patterns a custom image's registry/path must fully match, e.g.
-        'quay.io/*' or '*.dkr.ecr.eu-west-1.amazonaws.com/*'. Docker Hub images are matched as
-        docker.io/<path> (docker.io/library/<name> for official images).""",
+        help="""Patterns host[:port]/path a custom image must match, host and path separately:
+        '*' matches within one host label or one path part (never across '.' in the host or
+        '/' in the path), a '**' part matches any number of path parts, e.g. 'quay.io/jupyter/*'
+        or '*.dkr.ecr.eu-west-1.amazonaws.com/**'. Hosts are case-insensitive; a pattern
+        without a port matches the default port (none or 443). Docker Hub images are matched
+        as docker.io/<path> (docker.io/library/<name> for official images). '*' alone allows
+        every registry.""",
     )
     ecr_allowed_accounts = List(
         Unicode(),
@@ -259,7 +276,9 @@ class StudioCatalog(Configurable):
         (git+https://…, name @ https://…) in an environment.yml.""",
     )
     environment_yml_max_bytes = Integer(
-        65536, min=1, config=True, help="Largest environment.yml accepted, in bytes."
+        65536, min=1, max=FILE_MAX_BYTES, config=True,
+        help=f"""Largest environment.yml accepted, in bytes (at most {FILE_MAX_BYTES}: with
+        the init script and the start-up program it travels in one Secret, at most 1 MiB).""",
     )
     private_default = Bool(
         False, config=True, help="Whether new studios are private (not shared) by default."
@@ -304,23 +323,43 @@ class StudioCatalog(Configurable):
         JUPYTERHUB_*, JPY_*, STUDIO_*, JUPYTER_IMAGE*, MEM_*, CPU_*, HOME, and the conda and
         pip channel/index settings (CONDA_*, MAMBA_*, RATTLER_*, PIP_INDEX_URL, …).""",
     )
-    env_max_count = Integer(50, min=0, config=True, help="Most environment variables per studio.")
+    env_max_count = Integer(
+        50, min=0, max=1000, config=True, help="Most environment variables per studio."
+    )
     env_value_max_chars = Integer(
-        4096, min=1, config=True, help="Longest environment variable value."
+        4096, min=1, max=ENV_MAX_TOTAL_BYTES, config=True,
+        help="Longest environment variable value, in characters.",
+    )
+    env_max_total_bytes = Integer(
+        65536, min=1, max=ENV_MAX_TOTAL_BYTES, config=True,
+        help=f"""Most bytes (UTF-8) of all of a studio's environment variables together, names
+        and values (at most {ENV_MAX_TOTAL_BYTES}: they are in the pod twice, in the server's
+        container and the conda build step, and a pod is at most about 1.5 MiB).""",
     )
     reserved_label_keys = List(
         Unicode(),
         config=True,
-        help="""More label keys users may not set (globs; 'prefix/*' reserves a prefix and its
-        subdomains), on top of hub.jupyter.org/*, studio.jupyter.org/*, kubernetes.io/*,
-        k8s.io/*, app, component, heritage, release and chart.""",
+        help="""More label keys users may not set (globs), on top of app, component,
+        heritage, release and chart.""",
     )
-    labels_max_count = Integer(20, min=0, config=True, help="Most resource labels per studio.")
+    reserved_label_prefixes = List(
+        Unicode(),
+        list(DEFAULT_RESERVED_LABEL_PREFIXES),
+        config=True,
+        help="""Label key prefixes users may not use: a prefix reserves itself and its
+        subdomains (istio.io also reserves sidecar.istio.io/...). The default protects the hub,
+        Kubernetes, service meshes, workload identity and batch schedulers; append to it
+        rather than replace it.""",
+    )
+    labels_max_count = Integer(
+        20, min=0, max=64, config=True, help="Most resource labels per studio."
+    )
     disk_default_gib = Integer(10, min=1, config=True, help="Default home volume size in GiB.")
     disk_min_gib = Integer(1, min=1, config=True, help="Smallest home volume in GiB.")
     disk_max_gib = Integer(100, min=1, config=True, help="Largest home volume in GiB.")
     init_script_max_bytes = Integer(
-        16384, min=0, config=True, help="Largest init script accepted, in bytes."
+        16384, min=0, max=FILE_MAX_BYTES, config=True,
+        help=f"Largest init script accepted, in bytes (at most {FILE_MAX_BYTES}).",
     )
 
     BUILTIN_PROTECTED_ENV = (
@@ -330,10 +369,7 @@ class StudioCatalog(Configurable):
         "CONDA_*", "MAMBA_*", "RATTLER_*", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
         "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_TRUSTED_HOST", "PIP_CONFIG_FILE",
     )
-    BUILTIN_RESERVED_LABELS = (
-        "hub.jupyter.org/*", "studio.jupyter.org/*", "kubernetes.io/*", "k8s.io/*",
-        "app", "component", "heritage", "release", "chart",
-    )
+    BUILTIN_RESERVED_LABELS = ("app", "component", "heritage", "release", "chart")
 
     @validate("templates")
     def _check_templates(self, proposal: dict) -> list:
@@ -376,6 +412,18 @@ class StudioCatalog(Configurable):
                 lifespan_policy.group_policy(base, overrides, group)
             except (TypeError, ValueError) as error:
                 raise TraitError(f"StudioSpawner.lifespan_group_policies: {error}") from None
+
+    @validate("reserved_label_prefixes")
+    def _check_label_prefixes(self, proposal: dict) -> list:
+        return _all_match(proposal["value"], LABEL_PREFIX, "reserved_label_prefixes",
+                          "a prefix is a lowercase DNS subdomain such as example.com")
+
+    @validate("allowed_registries")
+    def _check_registry_patterns(self, proposal: dict) -> list:
+        for index, pattern in enumerate(proposal["value"]):
+            if problem := registry_pattern_error(pattern):
+                raise TraitError(f"StudioSpawner.allowed_registries[{index}]: '{pattern}': "
+                                 f"{problem}")
         return proposal["value"]
 
     @validate("ecr_allowed_accounts")
@@ -426,7 +474,9 @@ class StudioCatalog(Configurable):
         return [*self.BUILTIN_PROTECTED_ENV, *self.protected_env_names]
 
     def reserved_labels(self) -> list[str]:
-        return [*self.BUILTIN_RESERVED_LABELS, *self.reserved_label_keys]
+        """Reserved keys (globs) and prefixes (written 'prefix/*')."""
+        return [*self.BUILTIN_RESERVED_LABELS, *self.reserved_label_keys,
+                *(f"{prefix}/*" for prefix in self.reserved_label_prefixes)]
 
     def presets_for(self, template: Template | None) -> list[ResourcePreset]:
         """The presets a studio with this template (None: custom image) may choose."""

@@ -108,7 +108,7 @@ async def render_documents(spawner: Any) -> list[dict[str, Any]]:
 
     Offline: nothing is checked against AWS, and an ECR pull Secret is only named in the pod.
     """
-    spawner.apply_studio_options(spawner.parse(spawner.user_options or {}))
+    spawner.apply_studio_options(spawner.parse(spawner.raw_options()))
     client = spawner.api.api_client
     pod = client.sanitize_for_serialization(await spawner.get_pod_manifest())
     owner = {"apiVersion": "v1", "kind": "Pod", "name": spawner.pod_name, "uid": "<pod uid>"}

@@ -21,6 +21,14 @@ ALLOWED_KEYS = ("name", "channels", "dependencies", "variables", "prefix")
 MAX_DEPENDENCIES = 500
 MAX_PIP_REQUIREMENTS = 200  # pip's parser is the slow part: 200 lines validate in ~25 ms
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org/"
+MAX_DEPTH = 16
+MAX_TOKENS = 10 * MAX_DEPENDENCIES  # a package line is 2 or 3 YAML tokens
+#: libyaml's safe loader when PyYAML has it (linear time), else PyYAML's own.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+          yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
 ENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # rattler writes a spec's URL (from `[url=…]` or a package URL) only in its canonical form.
@@ -28,7 +36,6 @@ _URL_KEY = re.compile(r'[\[,]url="([^"]*)"')
 _LABEL = re.compile(r"/label/[^/]+$")
 _PACKAGE_FILE = re.compile(r"/[^/]+/[^/]+\.(?:tar\.bz2|conda)$")
 _EXPORT_LINE = re.compile(r"[^\s=]+(?:=[^\s=]+){0,2}")  # name=version=build
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -135,19 +142,24 @@ def _check_document(
 
 
 def _load(text: str) -> tuple[object, str | None]:
-    """Safe YAML without anchors or aliases: (document, None) or (None, problem).
+    """safe_load, refusing anchors, aliases and deep nesting: (document, None) or (None, problem).
 
-    One pass of libyaml's composer (when available): an alias is a node reached twice.
+    The token scan stops at the first problem, before PyYAML recurses (or slows down) on
+    deeply nested collections.
     """
-    loader = _SAFE_LOADER(text)
+    depth = 0
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, None
-        line = _alias_line(node)
-        if line is not None:
-            return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
-        return loader.construct_document(node), None
+        for count, token in enumerate(yaml.scan(text, Loader=_LOADER)):
+            line = token.start_mark.line + 1
+            if count > MAX_TOKENS:
+                return None, f"line {line}: too many entries; list at most {MAX_DEPENDENCIES} " \
+                             "packages"
+            if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+                return None, f"line {line}: YAML anchors and aliases (& and *) are not allowed"
+            depth += isinstance(token, _OPENS) - isinstance(token, _CLOSES)
+            if depth > MAX_DEPTH:
+                return None, f"line {line}: nested more than {MAX_DEPTH} levels deep"
+        return yaml.load(text, Loader=_LOADER), None  # noqa: S506 (a safe loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -155,24 +167,6 @@ def _load(text: str) -> tuple[object, str | None]:
             return None, f"{where}tabs are not allowed for indentation in YAML; indent with spaces"
         problem = getattr(error, "problem", None) or str(error)
         return None, f"{where}not valid YAML ({problem})"
-    finally:
-        loader.dispose()
-
-
-def _alias_line(root: yaml.Node) -> int | None:
-    """The line of the first node used twice (an alias of an anchor), or None."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            return node.start_mark.line + 1
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            stack += node.value
-        elif isinstance(node, yaml.MappingNode):
-            stack += [part for pair in node.value for part in pair]
-    return None
 
 
 def _tab_indented(text: str) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,16 +207,31 @@ def _bucket_failure(error: AwsCallError) -> str:
     return f"could not be checked ({error})"
 
 
-async def ensure_volumes(core: Any, planned: Sequence[DataVolume]) -> None:
-    """Create the Mountpoint PVs and claims that do not exist yet (existing ones are kept)."""
+async def _direct(call: Callable[[], Awaitable[Any]], _what: str) -> Any:
+    return await call()
+
+
+async def ensure_volumes(
+    core: Any,
+    planned: Sequence[DataVolume],
+    attempt: Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]] = _direct,
+) -> None:
+    """Create the Mountpoint PVs and claims that do not exist yet (existing ones are kept).
+
+    `attempt(call, what)` runs each API call (the spawner's retries and timeouts)."""
     for data in planned:
         for manifest in data.manifests:
-            try:
+
+            async def create(manifest: dict[str, Any] = manifest) -> None:
                 if manifest["kind"] == "PersistentVolume":
                     await core.create_persistent_volume(manifest)
                 else:
                     await core.create_namespaced_persistent_volume_claim(
                         manifest["metadata"]["namespace"], manifest)
+
+            try:
+                await attempt(create, f"Creating the {manifest['kind']} "
+                                      f"{manifest['metadata']['name']}")
             except ApiException as error:
                 if error.status == 409:
                     continue

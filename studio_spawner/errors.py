@@ -47,6 +47,16 @@ class OptionsError(ValueError):
         return f"The studio options need fixing:<ul>{items}</ul>"
 
 
+MAX_ERRORS = 50  # a hostile body with 100,000 bad keys gets a short answer
+
+
+def printable(text: str, limit: int = 2000) -> str:
+    """Text that can be shown and encoded: lone surrogates escaped, at most `limit` characters
+    (field names and messages may quote what the user typed)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Collector:
     """Gathers field errors so one parse reports every problem at once."""
 
@@ -54,7 +64,10 @@ class Collector:
         self.errors: list[FieldError] = []
 
     def add(self, field: str, message: str) -> None:
-        self.errors.append(FieldError(field, message))
+        if len(self.errors) == MAX_ERRORS:
+            self.errors.append(FieldError("options", "more problems follow; fix these first"))
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(FieldError(printable(field) or "options", printable(message)))
 
     def raise_if_any(self) -> None:
         if self.errors:

@@ -47,7 +47,7 @@ def ecr_registry(image: ImageReference | str) -> EcrImage | None:
     reference = parse_image(image) if isinstance(image, str) else image
     if isinstance(reference, str):
         return None
-    match = ECR_REGISTRY.fullmatch(reference.registry)
+    match = ECR_REGISTRY.fullmatch(reference.host)  # any port: the ECR policy still applies
     if not match:
         return None
     return EcrImage(match["account"], match["region"], reference.registry, reference.path,

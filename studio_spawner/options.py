@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from .validators import (
     label_value_error,
     parse_image,
     registry_allowed,
+    text_error,
 )
 
 NAME_MAX = 64
@@ -33,6 +35,9 @@ KNOWN_KEYS = (
     "kind",
 )
 _INTEGER = re.compile(r"[0-9]{1,6}")
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Control characters an env value may hold (everything but NUL travels through a pod spec).
+_ENV_VALUE_CONTROLS = "".join(chr(c) for c in range(1, 32)) + "\x7f"
 
 
 @dataclass(frozen=True)
@@ -100,13 +105,16 @@ class _Input:
             self.errors.add(key, "must be text")
             return ""
         value = value.replace("\r\n", "\n") if multiline else value.strip()
-        if required and not value:
-            self.errors.add(key, f"is required; enter 1 to {limit} characters")
-        elif len(value.encode() if multiline else value) > limit:
+        size = len(value.encode("utf-8", "surrogatepass")) if multiline else len(value)
+        if size > limit:  # first: the other checks then only see bounded text
             unit = "bytes" if multiline else "characters"
             self.errors.add(key, f"is too long: at most {limit} {unit}")
-        elif bad := control_character(value, "\n\t" if multiline else ""):
-            self.errors.add(key, f"contains the control character {bad}; remove it")
+            return ""
+        if problem := text_error(value, "\n\t" if multiline else ""):
+            self.errors.add(key, problem)
+            return ""  # later checks (such as the environment.yml's) need valid text
+        if required and not value:
+            self.errors.add(key, f"is required; enter 1 to {limit} characters")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -148,13 +156,16 @@ def parse_options(
     workspace_required: bool = False,
     existing_disk_gib: int | None = None,
     form_errors: Sequence[FieldError] = (),
+    conda_problems: Sequence[str] | None = None,
 ) -> StudioOptions:
     """Validate raw options against the catalogue; raise OptionsError listing every problem.
 
     `workspaces` are the workspaces the user may launch in (`workspace_required`: a studio must
     belong to one of them); `existing_disk_gib` is the size of
     the studio's home volume when it already exists (its size can no longer change);
-    `form_errors` are problems `form_to_raw` found, reported together with the rest.
+    `form_errors` are problems `form_to_raw` found, reported together with the rest;
+    `conda_problems` are the environment.yml's, when they were found elsewhere (see
+    conda_check.py).
     """
     errors = Collector()
     errors.errors.extend(form_errors)
@@ -162,9 +173,14 @@ def parse_options(
         errors.add("options", "must be a JSON object")
         errors.raise_if_any()
     data = _Input(raw, errors)
-    for key in raw:
-        if key not in KNOWN_KEYS:
-            errors.add(key, f"unknown option; known options are {', '.join(KNOWN_KEYS)}")
+    unknown = [key for key in raw if key not in KNOWN_KEYS]
+    for key in unknown[:5]:
+        named = isinstance(key, str) and _OPTION_NAME.fullmatch(key)
+        errors.add(key if named else "options",
+                   f"unknown option{'' if named else f' {str(key)[:64]!r}'}; known options "
+                   f"are {', '.join(KNOWN_KEYS)}")
+    if len(unknown) > 5:
+        errors.add("options", f"{len(unknown) - 5} more unknown options")
     template, image = _environment(data, catalog)
     kind = _kind(data, catalog, template)
     options = StudioOptions(
@@ -173,7 +189,7 @@ def parse_options(
         template=template.id if template else None,
         image=image,
         kind=kind,
-        environment_yml=_conda(data, catalog, template, kind),
+        environment_yml=_conda(data, catalog, template, kind, conda_problems),
         data=_data_mounts(data, catalog),
         private=data.boolean("private", catalog.private_default),
         workspace=_workspace(data, workspaces, workspace_required),
@@ -256,7 +272,8 @@ def _init_script(data: _Input, catalog: StudioCatalog, kind: str) -> str:
     return text
 
 
-def _conda(data: _Input, catalog: StudioCatalog, template: Template | None, kind: str) -> str:
+def _conda(data: _Input, catalog: StudioCatalog, template: Template | None, kind: str,
+           problems: Sequence[str] | None) -> str:
     text = data.text("environment_yml", catalog.environment_yml_max_bytes, multiline=True)
     if not text.strip():
         return ""
@@ -273,9 +290,11 @@ def _conda(data: _Input, catalog: StudioCatalog, template: Template | None, kind
         data.errors.add(
             "environment_yml", f"the template '{template.id}' does not accept Conda packages"
         )
-    for problem in validate_environment_yml(
-        text, catalog.conda_policy(), catalog.environment_yml_max_bytes
-    ):
+    if problems is None:
+        problems = validate_environment_yml(
+            text, catalog.conda_policy(), catalog.environment_yml_max_bytes
+        )
+    for problem in problems:
         data.errors.add("environment_yml", problem)
     return text
 
@@ -285,6 +304,9 @@ def _data_mounts(data: _Input, catalog: StudioCatalog) -> tuple[DataMount, ...]:
     repositories = catalog.repository_entries()
     if not isinstance(value, list):
         data.errors.add("data", "must be a list of {name, writable} entries")
+        return ()
+    if len(value) > len(repositories):
+        data.errors.add("data", f"at most {len(repositories)} entries (one per repository)")
         return ()
     mounts: list[DataMount] = []
     for index, item in enumerate(value):
@@ -355,14 +377,19 @@ def _lifespan(data: _Input, catalog: StudioCatalog) -> int | None:
 
 def _env(data: _Input, catalog: StudioCatalog) -> dict[str, str]:
     env = data.mapping("env", catalog.env_max_count)
+    total = sum(len(name) + len(value.encode("utf-8", "surrogatepass")) for name, value in
+                env.items())
+    if total > catalog.env_max_total_bytes:
+        data.errors.add("env", f"the variables take {total} bytes together; the limit is "
+                        f"{catalog.env_max_total_bytes} bytes")
     for name, value in env.items():
         problem = env_name_error(name, catalog.protected_env())
         if problem:
             data.errors.add(f"env.{name}", problem)
         elif len(value) > catalog.env_value_max_chars:
             data.errors.add(f"env.{name}", f"at most {catalog.env_value_max_chars} characters")
-        elif "\0" in value:
-            data.errors.add(f"env.{name}", "cannot contain a NUL character")
+        elif problem := text_error(value, _ENV_VALUE_CONTROLS):
+            data.errors.add(f"env.{name}", problem)
     return env
 
 
@@ -448,10 +475,30 @@ def _lines_to_mapping(field_name: str, text: str, problems: list[FieldError]) ->
         if not sep:
             problems.append(FieldError(field_name, f"line {number} needs the form NAME=value"))
         else:
-            mapping[key.strip()] = value
+            mapping[key.strip()] = _unquote(value)
     return mapping
 
 
+def _unquote(value: str) -> str:
+    """A value in double quotes is a JSON string (for newlines: \\n); others are literal."""
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(decoded, str):
+            return decoded
+    return value
+
+
 def mapping_to_lines(mapping: Mapping[str, str]) -> str:
-    """The inverse of the form's NAME=value text areas."""
-    return "\n".join(f"{key}={value}" for key, value in mapping.items())
+    """The inverse of the form's NAME=value text areas: a value with a line break or control
+    character, or one that starts with a double quote, is written as a JSON string."""
+    return "\n".join(
+        f"{key}={json.dumps(value, ensure_ascii=False) if _needs_quotes(value) else value}"
+        for key, value in mapping.items()
+    )
+
+
+def _needs_quotes(value: str) -> bool:
+    return value.startswith('"') or control_character(value) is not None

@@ -18,7 +18,6 @@ from .options import StudioOptions
 FILES_MOUNT = "/etc/studio"
 LAUNCHER = f"{FILES_MOUNT}/studio_startup.sh"
 STARTUP_STEPS = ("sync-envs", "user-env", "kernels")
-OPTIONS_ANNOTATION = "studio.jupyter.org/options"
 LABEL_PREFIX = "studio.jupyter.org"
 CONNECT_CONTAINER = "studio-connect"
 CONNECT_HEALTH_PATH = "/_connect/health"
@@ -42,6 +41,13 @@ class ToolPod:
     wait_seconds: int = 300
     activity_seconds: int = 300
     auth_cache_seconds: int = 300
+
+
+#: Main-container keys an init container (a start-up step) does not take over.
+_MAIN_ONLY = frozenset({
+    "name", "command", "args", "ports", "livenessProbe", "readinessProbe", "startupProbe",
+    "lifecycle", "stdin", "stdinOnce", "tty", "restartPolicy", "resizePolicy",
+})
 
 
 @dataclass(frozen=True)
@@ -86,18 +92,23 @@ def apply_studio(
     startup: StartupSettings,
     grace_seconds: int,
     tool: ToolPod | None = None,
+    home_claim: str | None = None,
 ) -> dict[str, Any]:
     """Return a copy of KubeSpawner's pod with the studio's pieces applied.
 
     With `tool`, the main container runs the tool (no start-up steps) and the studio-connect
-    sidecar stands where the hub expects the server.
+    sidecar stands where the hub expects the server. `home_claim` is the home volume's claim
+    name: its mount path becomes HOME unless the admin's environment sets HOME.
     """
     pod = json.loads(json.dumps(pod))
     spec = pod["spec"]
     main = spec["containers"][0]
-    user_env = [{"name": k, "value": v} for k, v in options.env.items()]
+    user_env = [{"name": k, "value": literal_env_value(v)} for k, v in options.env.items()]
     own_env = tool_env(tool) if tool else startup_env(startup)
-    main["env"] = merge_env(merge_env(main.get("env") or [], own_env), user_env)
+    main["env"] = merge_env(main.get("env") or [], own_env)
+    home = _home_dir(pod, main, home_claim)
+    if home:
+        main["env"] = merge_env(main["env"], [{"name": "HOME", "value": home}])
 
     data_vols, data_mounts = pod_volumes(data)
     files_mount = {"name": "studio-files", "mountPath": FILES_MOUNT, "readOnly": True}
@@ -115,12 +126,15 @@ def apply_studio(
     if tool:
         _run_tool(spec, main, tool)
     else:
-        main["command"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("command") or [])]
+        # The wrapper goes in args: the image's ENTRYPOINT (e.g. tini -g -- start.sh) still runs.
+        main["args"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("args") or [])]
+        # The user's variables go to the server and their conda build only.
         spec["initContainers"] = (spec.get("initContainers") or []) + [
-            _step_container(main, step)
+            _step_container(main, step, user_env if step == "user-env" else [])
             for step in STARTUP_STEPS
             if step != "user-env" or options.environment_yml.strip()
         ]
+    main["env"] = merge_env(main["env"], user_env)
     spec["terminationGracePeriodSeconds"] = grace_seconds
     if pull_secret:
         pulls = spec.get("imagePullSecrets") or []
@@ -129,10 +143,6 @@ def apply_studio(
     metadata = pod["metadata"]
     labels = metadata.get("labels") or {}
     metadata["labels"] = {**labels, **options.labels, **studio_labels(options)}
-    metadata["annotations"] = {
-        **(metadata.get("annotations") or {}),
-        OPTIONS_ANNOTATION: json.dumps(options.to_user_options(), sort_keys=True),
-    }
     return pod
 
 
@@ -199,6 +209,29 @@ def connect_container(
     }
 
 
+def literal_env_value(value: str) -> str:
+    """Escape `$` so Kubernetes passes the value as typed (it expands `$(VAR)`, `$$` is `$`)."""
+    return value.replace("$", "$$")
+
+
+def _home_dir(pod: dict[str, Any], main: dict[str, Any], home_claim: str | None) -> str | None:
+    """HOME for every container: the admin's, else the home volume's mount path, else None
+    (the image's). The start-up steps and the server then use the same home."""
+    for entry in main.get("env") or []:
+        if entry.get("name") == "HOME" and entry.get("value"):
+            return None  # the admin's environment sets it for every container already
+    if not home_claim:
+        return None
+    volumes = {
+        v["name"] for v in pod["spec"].get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("claimName") == home_claim
+    }
+    for mount in main.get("volumeMounts") or []:
+        if mount.get("name") in volumes and not mount.get("subPath"):
+            return mount["mountPath"]
+    return None
+
+
 def studio_labels(options: StudioOptions) -> dict[str, str]:
     """Labels that let admins select studios by template and sharing mode."""
     return {
@@ -207,19 +240,14 @@ def studio_labels(options: StudioOptions) -> dict[str, str]:
     }
 
 
-def _step_container(main: dict[str, Any], step: str) -> dict[str, Any]:
-    """An init container running one start-up step in the studio's image."""
-    container = {
-        "name": f"studio-{step}",
-        "image": main["image"],
-        "command": ["/bin/sh", LAUNCHER, step],
-        "env": main.get("env") or [],
-        "volumeMounts": main.get("volumeMounts") or [],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    for key in ("imagePullPolicy", "securityContext", "workingDir", "resources"):
-        if main.get(key):
-            container[key] = main[key]
+def _step_container(
+    main: dict[str, Any], step: str, user_env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An init container running one start-up step in the studio's image, with the main
+    container's settings (envFrom, securityContext, resources, …) and `user_env`."""
+    container = {key: value for key, value in main.items() if key not in _MAIN_ONLY}
+    container.update(name=f"studio-{step}", command=["/bin/sh", LAUNCHER, step],
+                     env=merge_env(main.get("env") or [], user_env))
     return container
 
 
@@ -235,9 +263,16 @@ def files_secret(
     """The Secret carrying the studio's files: options, environment.yml, init script, program.
 
     `conda` replaces environment.yml with its normalised form and adds the hub's lock.
+    options.json leaves out the environment.yml and the init script (they are files of their
+    own) and env values (they are in the container's environment), so nothing large is in the
+    Secret twice and the Secret stays within Kubernetes' 1 MiB.
     """
+    stored = options.to_user_options()
+    for key in ("environment_yml", "init_script"):
+        stored.pop(key)
+    stored["env"] = sorted(options.env)  # names only: the values are in the environment
     files = {
-        "options.json": json.dumps(options.to_user_options(), indent=2, sort_keys=True),
+        "options.json": json.dumps(stored, indent=2, sort_keys=True, ensure_ascii=False),
         "environment.yml": options.environment_yml,
         "init.sh": options.init_script,
         **(conda or {}),

@@ -5,6 +5,7 @@ Pure functions over the pod dict that KubeSpawner's reflector holds (camelCase k
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,18 +15,25 @@ STEP_TITLES = {
     BUILD_STEP: "Building your conda environment",
     "studio-kernels": "Registering kernels",
 }
+IMAGE_WAITING = {
+    "ErrImagePull": "could not be pulled",
+    "ImagePullBackOff": "could not be pulled",
+    "InvalidImageName": "has an invalid name",
+    "ErrImageNeverPull": "is not on the node and may not be pulled",
+}
+PULL_RETRIED = frozenset({"ErrImagePull", "ImagePullBackOff"})
+# A pull error whose message says the image or the right to pull it is missing will not heal.
+PERMANENT_PULL = re.compile(
+    r"not found|manifest unknown|does not exist|unauthorized|authentication required|"
+    r"access denied|denied|forbidden|\b40[134]\b|no such host|invalid reference",
+    re.IGNORECASE,
+)
 FATAL_WAITING = {
-    "ErrImagePull": "the image could not be pulled",
-    "ImagePullBackOff": "the image could not be pulled",
-    "InvalidImageName": "the image name is invalid",
-    "ErrImageNeverPull": "the image is not on the node and may not be pulled",
     "CreateContainerConfigError": "the container configuration is invalid",
     "CreateContainerError": "the container could not be created",
     "RunContainerError": "the container could not be run",
     "CrashLoopBackOff": "the container keeps crashing",
 }
-IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                           "ErrImageNeverPull"})
 CONNECT = "studio-connect"
 CONTAINER_TITLES = {CONNECT: "the studio's proxy (studio-connect)"}
 
@@ -52,16 +60,46 @@ def _terminated_failure(
 
 @dataclass(frozen=True)
 class PodFailure:
-    """Why a pod will not become ready: the message, and the container that ran and failed
-    (None when none ran, e.g. the image could not be pulled)."""
+    """Why a pod will not become ready: the message; the container that ran and failed (None
+    when none ran, e.g. the image could not be pulled); `transient` when waiting a little may
+    still help (a registry that answered 429 or timed out)."""
 
     message: str
     container: str | None = None
+    transient: bool = False
 
     @property
     def build_failed(self) -> bool:
         """The user's environment.yml did not build (the build step failed)."""
         return self.container == BUILD_STEP
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _image_failure(status: dict[str, Any], waiting: dict[str, Any]) -> PodFailure:
+    """Blame the image, not the start-up step whose container happened to pull it."""
+    code = waiting["reason"]
+    detail = (waiting.get("message") or "").strip()
+    image = status.get("image")
+    text = f"the image {image} {IMAGE_WAITING[code]}" if image else (
+        f"the image {IMAGE_WAITING[code]}")
+    text = f"{text} ({code}): {detail}" if detail else f"{text} ({code})"
+    return PodFailure(text, transient=code in PULL_RETRIED and not PERMANENT_PULL.search(detail))
+
+
+def with_pull_events(failure: PodFailure, events: list[dict[str, Any]]) -> PodFailure:
+    """A back-off (ImagePullBackOff) hides why the pull failed; the kubelet's last pull
+    failure event says it: a permanent one ends the wait at once."""
+    if not failure.transient:
+        return failure
+    for event in reversed(events):
+        message = event.get("message") or ""
+        if event.get("reason") == "Failed" and "pull" in message.lower():
+            if PERMANENT_PULL.search(message):
+                return PodFailure(f"{failure.message}; {message}")
+            break
+    return failure
 
 
 def _status_failure(
@@ -70,16 +108,16 @@ def _status_failure(
     name = status.get("name", "?")
     state = status.get("state") or {}
     waiting = state.get("waiting") or {}
+    if waiting.get("reason") in IMAGE_WAITING:
+        return _image_failure(status, waiting)
     if waiting.get("reason") in FATAL_WAITING:
         detail = waiting.get("message") or ""
         last = (status.get("lastState") or {}).get("terminated")
         crashed = _terminated_failure(name, last, tool)
         if crashed:
             return PodFailure(crashed, name)
-        what = f"{FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
-        # the image concerns the whole pod, not the step that happens to wait for it
-        text = what if waiting["reason"] in IMAGE_REASONS else f"{_describe(name, tool)}: {what}"
-        return PodFailure(f"{text}: {detail}" if detail else text)
+        text = f"{_describe(name, tool)}: {FATAL_WAITING[waiting['reason']]} ({waiting['reason']})"
+        return PodFailure(f"{text}: {detail}" if detail else text, name)
     for terminated in (state.get("terminated"), (status.get("lastState") or {}).get("terminated")):
         failure = _terminated_failure(name, terminated, tool)
         if failure:

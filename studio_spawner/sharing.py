@@ -3,8 +3,9 @@
 With ``c.StudioSpawner.workspace_sharing = True``, each start of a studio:
 
 - requires a workspace where the owner has the launch role or above (the form's ``workspace``);
-- lets only the owner (or a hub admin) change the studio's options: a workspace admin starts
-  it as its owner last saved it, so they cannot flip it to shared or change what it runs;
+- lets only the owner (or a hub admin) change the studio's options (stored_options.py): a
+  workspace admin starts it as its owner last saved it, so they cannot flip it to shared or
+  change what it runs;
 - makes the studio's shares match the toggle (``plan_studio_shares``): a private studio has
   none; a shared one is shared with the group ``workspace:<ws>:<share_min_role>`` and with
   each of its members by name.
@@ -47,7 +48,6 @@ SERVICE_NAME = "studio-sharing"
 #: ``read:groups``: a group's members; ``read:users:name``: share with a user by name.
 SCOPES = ["shares", "read:groups", "read:users:name"]
 SHARE_ROLES = ROLES[: ROLES.index(LAUNCH_ROLE) + 1]  # the owner is always in the share's group
-STATE_KEY = "studio_owner_options"
 
 
 def sharing_service(token: str, name: str = SERVICE_NAME) -> dict[str, Any]:
@@ -261,8 +261,6 @@ class WorkspaceSharing(LoggingConfigurable):
         None: leave the server's default.""",
     )
 
-    _owner_options: dict[str, Any] | None = None
-
     @validate("share_min_role")
     def _check_share_min_role(self, proposal: dict) -> str:
         try:
@@ -283,35 +281,11 @@ class WorkspaceSharing(LoggingConfigurable):
         if not self.workspace_sharing:
             return super().start()
         options = self.studio_options  # validated by StudioSpawner.start just before
-        self._check_requester()
         return self._share_then_start(options.private, options.workspace)
 
     async def _share_then_start(self, private: bool, workspace: str | None) -> Any:
         await self.sync_shares(private, workspace)
         return await super().start()
-
-    def _check_requester(self) -> None:
-        """Only the owner or a hub admin may change options; others start the saved ones."""
-        handler = getattr(self, "handler", None)
-        requester = handler.current_user if handler is not None else None
-        if (
-            requester is None
-            or (getattr(requester, "kind", None) == "user" and requester.name == self.user.name)
-            or handler.has_scope("admin:servers")
-        ):
-            self._owner_options = dict(self.user_options or {})
-            return
-        if self._owner_options is not None and self.user_options == self._owner_options:
-            return
-        if self._owner_options is not None:  # the hub saved the request's options: undo that
-            self.user_options = dict(self._owner_options)
-            self.orm_spawner.user_options = dict(self._owner_options)
-            self.db.commit()
-        raise web.HTTPError(
-            403,
-            "Only the studio's owner can change its options or start it the first time; start "
-            "it without options to use the ones its owner saved",
-        )
 
     async def sync_shares(self, private: bool, workspace: str | None) -> None:
         """Make the server's shares match the private toggle (see plan_studio_shares)."""
@@ -343,14 +317,3 @@ class WorkspaceSharing(LoggingConfigurable):
         if self.workspace_sharing and self.server_auth_cache_seconds is not None:
             args.append(f"--HubOAuth.cache_max_age={self.server_auth_cache_seconds}")
         return args
-
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        if self._owner_options is not None:
-            state[STATE_KEY] = self._owner_options
-        return state
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        if STATE_KEY in state:
-            self._owner_options = state[STATE_KEY]

@@ -7,20 +7,36 @@ reading in pod_status.py.
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import json
 import re
+import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from kubernetes_asyncio.client import V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Callable, Enum, Integer, List, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Callable,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
 from . import pod as pod_builder
 from .aws import AwsAccess
 from .catalog import StudioCatalog
 from .conda_build import CondaBuild, CondaBuildError
+from .conda_check import check_environment_yml
 from .data import (
     DataUnavailable,
     DataVolume,
@@ -32,11 +48,16 @@ from .data import (
 from .errors import FieldError, OptionsError
 from .form import form_values, render_form, submitted_values
 from .images import ImageUnavailable, check_image, ecr_registry, pull_secret, registry_credentials
+from .kube_calls import with_retries
 from .options import StudioOptions, form_to_raw, parse_options
-from .pod_status import describe_event, pod_failure, running_step
+from .pod_status import describe_event, pod_failure, running_step, with_pull_events
 from .sharing import WorkspaceSharing
 from .startup import program_files
+from .stored_options import StoredOptionsGuard, install
 from .studio_status import FAILURE_KEY, SAVED_KEY, START_FAILED, LastFailure
+from .validators import text_error
+
+install()  # refuse spawn bodies before JupyterHub stores them (see stored_options.py)
 
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
 OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
@@ -63,7 +84,7 @@ class _JSONResponse:
         self.data = json.dumps(data)
 
 
-class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
+class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     """Spawn data-science studios chosen on the studio form (see README for every setting)."""
 
     termination_grace_period_seconds = Integer(
@@ -86,6 +107,21 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     )
     init_timeout_seconds = Integer(
         600, min=1, config=True, help="Time limit of the user's init script, in seconds."
+    )
+    environment_yml_check_seconds = Float(
+        10,
+        min=0.5,
+        config=True,
+        help="""Time limit of the environment.yml check, which runs in a child process so
+        that no file can stall the hub; a file that takes longer is refused.""",
+    )
+    image_pull_retry_seconds = Float(
+        120,
+        min=0,
+        config=True,
+        help="""How long a start waits while the image pull fails in a way that may heal (a
+        registry's 429, a timeout; the kubelet retries) before it fails. A pull that cannot
+        succeed (not found, unauthorized) fails the start at once.""",
     )
     user_env_name = Unicode(
         "studio", config=True, help="Name of the env built from the user's environment.yml."
@@ -183,6 +219,11 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
     last_failure: LastFailure | None = None
     #: The studio was saved (added from the studio home, or started): a refused start keeps it.
     studio_saved: bool = False
+    _parsed: tuple[Any, StudioOptions] | None = None
+    _configured: dict[str, Any] | None = None
+    _fail_fast = False  # True from the start's validation until the pod is ready
+    _creating_pod = False  # KubeSpawner's pod creation (and its stop of a leftover pod)
+    _pull_error_since: float | None = None
 
     @default("options_form")
     def _default_options_form(self) -> Any:
@@ -232,8 +273,8 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
 
     def render_options_form(self) -> str:
         """Render the form, pre-filled from the last failed submit or the saved options."""
-        failed = self._failed_forms.pop(self.user.name, None)
-        values, errors = failed or (form_values(self, self.user_options, self.name), {})
+        failed = self._failed_forms.pop(self._form_key, None)
+        values, errors = failed or (form_values(self, self.saved_options_for_form(), self.name), {})
         return render_form(
             self,
             values,
@@ -242,28 +283,58 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             existing_disk_gib=self._studio_disk_gib,
         )
 
-    def parse(self, raw: dict[str, Any], **kwargs: Any) -> StudioOptions:
-        """The one validator for both the form and the REST API."""
+    @property
+    def _form_key(self) -> str:
+        # Per user, not per server: JupyterHub re-renders a failed named-server submit with
+        # the default server's spawner (user.spawner); the same request consumes the entry.
+        return self.user.name
+
+    def _parse_inputs(self, raw: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """parse_options' arguments: the raw options with the server's defaults filled in."""
+        if not isinstance(raw, Mapping):
+            raise OptionsError([FieldError("options", "must be a JSON object")])
         raw = dict(raw)
         if "name" not in raw:
             raw["name"] = self.name or "studio"
         if "template" not in raw and "image" not in raw:
             raw["template"] = next(iter(self.template_entries()), None)
-        return parse_options(
-            raw,
-            self,
-            workspaces=self.workspaces(),
-            workspace_required=self.workspace_sharing,
-            existing_disk_gib=self._studio_disk_gib,
+        return {
+            "raw": raw,
+            "catalog": self,
+            "workspaces": self.workspaces(),  # reads the hub's database: on the event loop
+            "workspace_required": self.workspace_sharing,
+            "existing_disk_gib": self._studio_disk_gib,
             **kwargs,
-        )
+        }
 
-    def studio_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+    def parse(self, raw: Mapping[str, Any], **kwargs: Any) -> StudioOptions:
+        """The one validator for both the form and the REST API."""
+        return parse_options(**self._parse_inputs(raw, kwargs))
+
+    async def parse_off_loop(self, raw: Mapping[str, Any], **kwargs: Any) -> StudioOptions:
+        """`parse` off the event loop: the environment.yml in a child process with a time
+        limit (conda_check.py), the rest in a worker thread. The same inputs are parsed once per
+        start (the form's check and the start's)."""
+        inputs = self._parse_inputs(raw, kwargs)
+        memo = {k: v for k, v in inputs.items() if k != "catalog"}
+        if self._parsed is not None and self._parsed[0] == memo:
+            return self._parsed[1]
+        text = inputs["raw"].get("environment_yml")
+        if (isinstance(text, str) and text.strip() and not text_error(text, "\r\n\t")
+                and len(text.encode()) <= self.environment_yml_max_bytes):  # else: field errors
+            inputs["conda_problems"] = await check_environment_yml(
+                text.replace("\r\n", "\n"), self.conda_policy(),
+                self.environment_yml_max_bytes, self.environment_yml_check_seconds)
+        options = await asyncio.to_thread(parse_options, **inputs)
+        self._parsed = (copy.deepcopy(memo), options)
+        return options
+
+    async def studio_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         raw, problems = form_to_raw(formdata)
         try:
-            options = self.parse(raw, form_errors=problems)
+            options = await self.parse_off_loop(raw, form_errors=problems)
         except OptionsError as error:
-            self._failed_forms[self.user.name] = (submitted_values(formdata), error.by_field)
+            self._failed_forms[self._form_key] = (submitted_values(formdata), error.by_field)
             if not self.orm_spawner.user_options:  # nothing saved before this form
                 self.forget_if_unsaved()
             raise
@@ -273,30 +344,37 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         """Parse the form, then solve its environment.yml: a missing package or a conflict is
         shown next to the field, and the lock is kept for the start that follows."""
         options = super().run_options_from_form(formdata)
+        if inspect.isawaitable(options):  # our options_from_form parses off the event loop
+            options = await options
         try:
             await self.prepare_conda(options.get("environment_yml") or "")
         except CondaBuildError as error:
             failure = OptionsError([FieldError("environment_yml", str(error))])
-            self._failed_forms[self.user.name] = (submitted_values(formdata), failure.by_field)
+            self._failed_forms[self._form_key] = (submitted_values(formdata), failure.by_field)
             raise failure from error
         return options
 
     def start(self) -> Any:
-        """Refuse invalid options with HTTP 400 before anything is created, then start.
+        """Refuse invalid options with HTTP 400 before anything is stored or created, then start.
 
         A refused first start leaves no empty studio behind; any failure is recorded in
         ``last_failure`` (and so in the state) for the studio home.
         """
         self.last_failure = None
+        return self._validate_then_start()
+
+    async def _validate_then_start(self) -> Any:
         try:
-            self.studio_options = self.parse(self.user_options or {})
+            self.studio_options = await self.parse_off_loop(self.raw_options())
         except OptionsError as error:
             self.last_failure = LastFailure.now(error.jupyterhub_message)
+            self.refuse_options()
             if self._options_came_with_request():
                 self.forget_if_unsaved()
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
         self.studio_saved = True
-        return self._record_failure(super().start())
+        self.save_options(self.studio_options.to_user_options())
+        return await self._record_failure(super().start())
 
     async def _record_failure(self, starting: Any) -> Any:
         try:
@@ -333,12 +411,28 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             forget_server(self.user, self.name, self.orm_spawner)
 
     async def load_user_options(self) -> None:
-        """Validate the stored/API options, apply them, and prepare their cloud resources."""
-        self.apply_studio_options(self.parse(self.user_options or {}))
+        """Validate the stored/API options, apply them, and prepare their cloud resources.
+
+        KubeSpawner's start calls this first: from here until the pod is ready, a pod that can
+        never become ready fails the start at once (see is_pod_running)."""
+        self._fail_fast, self._pull_error_since = True, None
+        self.apply_studio_options(await self.parse_off_loop(self.raw_options()))
         await self.prepare_studio()
 
+    #: Traits apply_studio_options sets; each start begins from their configured values.
+    STUDIO_SET_TRAITS = ("image", "default_url", "cpu_guarantee", "cpu_limit", "mem_guarantee",
+                         "mem_limit", "extra_resource_limits", "storage_capacity")
+
     def apply_studio_options(self, options: StudioOptions) -> None:
-        """Apply the non-templated settings the options choose (no I/O)."""
+        """Apply the non-templated settings the options choose (no I/O).
+
+        Settings come from the admin's configuration plus these options only: nothing from a
+        previous start of the same server (another preset's GPU, another template's URL) stays.
+        """
+        if self._configured is None:
+            self._configured = {n: copy.deepcopy(getattr(self, n)) for n in self.STUDIO_SET_TRAITS}
+        for name, value in self._configured.items():
+            setattr(self, name, copy.deepcopy(value))
         self.studio_options = options
         self.image = options.image
         template = self.template_entries().get(options.template or "")
@@ -402,7 +496,7 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             planned = self.data_volumes()
             if planned and self.check_data_buckets:
                 await check_buckets(self.aws, planned)
-            await ensure_volumes(self.api, planned)
+            await ensure_volumes(self.api, planned, self._kube)
             ecr = ecr_registry(self.studio_options.image)
             if ecr and self.check_ecr_images:
                 await check_image(self.aws, ecr)
@@ -470,6 +564,7 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
             startup=self.startup_settings(),
             grace_seconds=self.termination_grace_period_seconds,
             tool=self.tool_pod(),
+            home_claim=self.pvc_name,
         )
         return client.deserialize(_JSONResponse(studio_pod), "V1Pod")
 
@@ -515,34 +610,82 @@ class StudioSpawner(WorkspaceSharing, CondaBuild, KubeSpawner, StudioCatalog):
         }
         await self._replace_secret(self.files_secret_manifest(owner))
 
+    async def _kube(self, call: Any, what: str) -> Any:
+        """An API call with KubeSpawner's timeouts and retries (see kube_calls.py)."""
+        return await with_retries(call, what, request_timeout=self.k8s_api_request_timeout,
+                                  retry_timeout=self.k8s_api_request_retry_timeout)
+
     async def _replace_secret(self, body: dict[str, Any]) -> None:
         """Create a Secret, deleting a leftover of the same name first (there is no patch)."""
-        await self._delete_secret(body["metadata"]["name"])
-        await self.api.create_namespaced_secret(self.namespace, body)
+        name = body["metadata"]["name"]
+        await self._delete_secret(name)
+
+        async def create() -> None:
+            try:
+                await self.api.create_namespaced_secret(self.namespace, body)
+            except ApiException as error:
+                if error.status != 409:  # 409: a retry after a lost answer found it made
+                    raise
+
+        await self._kube(create, f"Creating the Secret {name}")
 
     async def _delete_secret(self, name: str) -> None:
-        try:
-            await self.api.delete_namespaced_secret(name, self.namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        async def delete() -> None:
+            try:
+                await self.api.delete_namespaced_secret(name, self.namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+        await self._kube(delete, f"Deleting the Secret {name}")
 
     async def stop(self, now: bool = False) -> None:
-        """Stop the pod, then delete its files Secret and the pull Secret made before it."""
+        """Stop the pod, then delete its files Secret and the pull Secret made before it.
+
+        KubeSpawner also stops a leftover pod of the same name when it finds one (HTTP 409)
+        while creating the pod: that start goes on, and keeps the pull Secret it just made.
+        """
         await super().stop(now=now)
         await self._delete_secret(self.files_secret_name)
         # The pull Secret exists before the pod (a kubelet pulls without a missing secret),
         # so it has no owner reference: delete it by its name.
-        await self._delete_secret(self._pull_secret)
+        if not self._creating_pod:
+            await self._delete_secret(self._pull_secret)
+
+    async def _make_create_pod_request(self, pod: V1Pod, request_timeout: float) -> bool:
+        self._creating_pod = True
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        finally:
+            self._creating_pod = False
 
     # --- start-up feedback -----------------------------------------------------------------
 
     def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
-        """Ready, or raise at once with the reason when the pod can never become ready."""
-        failure = pod_failure(pod)
-        if failure:
-            raise StudioStartError(failure.message, failure.container)
-        return super().is_pod_running(pod)
+        """Ready, or (while a start is in progress) raise at once with the reason when the pod
+        can never become ready. ``poll()`` calls this too: a running studio whose container
+        restarted once keeps running."""
+        if self._fail_fast:
+            failure = pod_failure(pod)
+            if failure and failure.transient:
+                failure = with_pull_events(failure, self.events if self.events_enabled else [])
+            if failure and failure.transient and self._still_retrying_pull():
+                return False
+            if failure:
+                self._fail_fast = False
+                raise StudioStartError(failure.message, failure.container)
+        running = super().is_pod_running(pod)
+        if running:
+            self._fail_fast = False
+        return running
+
+    def _still_retrying_pull(self) -> bool:
+        """A transient pull error: the kubelet retries it; we wait image_pull_retry_seconds
+        from its first sighting before the start fails."""
+        now = time.monotonic()
+        if self._pull_error_since is None:
+            self._pull_error_since = now
+        return now - self._pull_error_since < self.image_pull_retry_seconds
 
     def _reflected_pod(self) -> dict[str, Any] | None:
         reflector = getattr(self, "pod_reflector", None)

@@ -7,6 +7,7 @@ Each function returns an error message (a sentence that says how to fix it) or N
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass
 
@@ -19,19 +20,25 @@ _HOST = rf"(?:{_DOMAIN_NAME}|{_IPV6})"
 _DOMAIN = rf"{_HOST}(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
 IMAGE_REFERENCE = re.compile(
-    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
+    re.ASCII,
 )
 DEFAULT_REGISTRY = "docker.io"
 _MAX_IMAGE_NAME = 255
+_MAX_REFERENCE = _MAX_IMAGE_NAME + 1 + 128 + 1 + 200  # name:tag@digest
 
 
 @dataclass(frozen=True)
 class ImageReference:
-    """A parsed image reference; `registry` is normalised (docker.io when omitted)."""
+    """A parsed image reference; `registry` is normalised (docker.io when omitted).
+
+    `host` is the registry's host in lowercase (host names are case-insensitive) and `port`
+    its port, None for the default (443 is the default too).
+    """
 
     registry: str
     path: str
@@ -39,13 +46,40 @@ class ImageReference:
     digest: str | None
 
     @property
+    def host(self) -> str:
+        host, _ = _split_port(self.registry)
+        return host.lower()
+
+    @property
+    def port(self) -> str | None:
+        _, port = _split_port(self.registry)
+        return _normal_port(port)
+
+    @property
     def repository(self) -> str:
-        """registry/path, the form allowed-registry patterns are matched against."""
-        return f"{self.registry}/{self.path}"
+        """host[:port]/path, normalised: what allowed-registry patterns are matched against."""
+        return f"{self.host}{':' + self.port if self.port else ''}/{self.path}"
+
+
+HTTPS_PORT = "443"
+
+
+def _normal_port(port: str | None) -> str | None:
+    """None for the default port (none or 443), else the port without leading zeros."""
+    return None if port is None or int(port) == int(HTTPS_PORT) else str(int(port))
+
+
+def _split_port(registry: str) -> tuple[str, str | None]:
+    host, colon, port = registry.rpartition(":")
+    if colon and port.isdigit() and (not host.startswith("[") or host.endswith("]")):
+        return host, port
+    return registry, None
 
 
 def parse_image(reference: str) -> ImageReference | str:
     """Parse an image reference, or return a message saying what is wrong with it."""
+    if len(reference) > _MAX_REFERENCE:
+        return f"an image reference has at most {_MAX_REFERENCE} characters"
     if reference != reference.strip() or any(ch.isspace() for ch in reference):
         return "an image reference cannot contain spaces"
     if not reference:
@@ -77,9 +111,59 @@ def parse_image(reference: str) -> ImageReference | str:
     return ImageReference(registry, path, match.group("tag"), digest)
 
 
+# --- allowed registries: host[:port]/path patterns -------------------------------------------
+
+_HOST_PATTERN = re.compile(
+    r"(?:[a-z0-9*](?:[a-z0-9*.-]*[a-z0-9*])?|\[[a-f0-9:]+\])(?::[0-9]{1,5})?"
+)
+_PATH_PATTERN = re.compile(r"(?:\*\*|[a-z0-9._*-]+)(?:/(?:\*\*|[a-z0-9._*-]+))*")
+REGISTRY_PATTERN_RULE = (
+    "a pattern is host[:port]/path, e.g. quay.io/jupyter/* or *.dkr.ecr.eu-west-1.amazonaws.com/**:"
+    " '*' matches within one host label or one path part, '**' any number of path parts; "
+    "'*' alone allows every registry"
+)
+
+
+def registry_pattern_error(pattern: str) -> str | None:
+    """Check an allowed-registries pattern (see REGISTRY_PATTERN_RULE)."""
+    if pattern == "*":
+        return None
+    host, slash, path = pattern.partition("/")
+    if not slash or not _HOST_PATTERN.fullmatch(host.lower()) or not _PATH_PATTERN.fullmatch(path):
+        return REGISTRY_PATTERN_RULE
+    return None
+
+
+def _glob(pattern: str, within: str) -> str:
+    """A regex for a glob: `*` matches no character of `within`; a `**` part any path parts."""
+    star = f"[^{re.escape(within)}]*"
+    return "/".join(
+        "[^/]+(?:/[^/]+)*" if part == "**" else star.join(map(re.escape, part.split("*")))
+        for part in pattern.split("/")
+    )
+
+
 def registry_allowed(image: ImageReference, patterns: list[str]) -> bool:
-    """True when registry/path fully matches one glob pattern (``*`` also matches ``/``)."""
-    return any(fnmatch.fnmatchcase(image.repository, pattern) for pattern in patterns)
+    """True when one pattern matches the image's host, port and path (each separately).
+
+    `*` never crosses a '.' in the host nor a '/' in the path; a pattern without a port
+    matches the default port (none or 443) only.
+    """
+    return any(_pattern_matches(image, pattern) for pattern in patterns)
+
+
+def _pattern_matches(image: ImageReference, pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    if registry_pattern_error(pattern):
+        return False
+    host_pattern, _, path_pattern = pattern.partition("/")
+    host, port = _split_port(host_pattern.lower())
+    return (
+        _normal_port(port) == image.port
+        and re.fullmatch(_glob(host, ".:"), image.host) is not None
+        and re.fullmatch(_glob(path_pattern, "/"), image.path) is not None
+    )
 
 
 # --- Kubernetes labels ------------------------------------------------------------------------
@@ -142,9 +226,26 @@ def env_name_error(name: str, protected: list[str]) -> str | None:
 
 def control_character(text: str, allowed: str = "") -> str | None:
     """Return the first control character in text (other than `allowed`), if any."""
-    for ch in text:
-        if (ord(ch) < 32 or ord(ch) == 127) and ch not in allowed:
-            return repr(ch)
+    found = _controls(allowed).search(text)
+    return repr(found.group()) if found else None
+
+
+@functools.lru_cache(maxsize=16)
+def _controls(allowed: str) -> re.Pattern[str]:
+    controls = "".join(chr(c) for c in [*range(32), 127] if chr(c) not in allowed)
+    return re.compile(f"[{re.escape(controls)}]")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_error(text: str, allowed: str = "") -> str | None:
+    """Why text cannot be stored and passed on: a control character or a lone surrogate."""
+    if surrogate := _SURROGATE.search(text):
+        return (f"contains {surrogate.group()!r}, half of a UTF-16 pair that is not a "
+                "character; remove it")
+    if bad := control_character(text, allowed):
+        return f"contains the control character {bad}; remove it"
     return None
 
 

@@ -31,8 +31,8 @@ CATALOG_CONFIG = {
         {"name": "scratch", "bucket": "scratch-bucket", "writable": True,
          "claim": "scratch-ro", "writable_claim": "scratch-rw"},
     ],
-    "allowed_registries": ["quay.io/*", "docker.io/*", "*.dkr.ecr.*.amazonaws.com/*",
-                           "localhost:5000/*"],
+    "allowed_registries": ["quay.io/**", "docker.io/**", "*.dkr.ecr.*.amazonaws.com/**",
+                           "localhost:5000/**"],
 }
 
 

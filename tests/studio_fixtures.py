@@ -43,7 +43,7 @@ c.KubeSpawner.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
 c.StudioSpawner.templates = [
     {{"id": "demo", "display_name": "Demo", "image": "{STUDIO_IMAGE}", "default_url": "/api"}},
 ]
-c.StudioSpawner.allowed_registries = ["{PUBLIC_HOST}/*"]
+c.StudioSpawner.allowed_registries = ["{PUBLIC_HOST}/**"]
 c.StudioSpawner.allow_keep_running = True
 """
 
@@ -87,3 +87,12 @@ def spawn_failure(hub: Hub, user: str, server: str, options: dict) -> tuple[floa
             return time.monotonic() - started, progress
         time.sleep(0.3)
     raise AssertionError("the spawn neither failed nor succeeded")
+
+
+def home_file(hub: Hub, user: str, server: str, name: str) -> str:
+    """A file in the studio's home, read through the proxy with the Jupyter contents API."""
+    response = requests.get(f"{hub.url}/user/{user}/{server}/api/contents/{name}",
+                            params={"content": "1", "type": "file", "format": "text"},
+                            headers={"Authorization": f"token {hub.token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["content"]

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 from kubernetes_asyncio import client
 
@@ -29,7 +28,7 @@ from studio_spawner.options import DataMount, StudioOptions
 from .aws_fixtures import CREDENTIALS, Moto, ecr_host
 from .devcluster_fixtures import kube_api_client
 from .hub_fixtures import Hub, start_hub
-from .studio_fixtures import studio_hub_config, wait_for_server
+from .studio_fixtures import home_file, studio_hub_config, wait_for_server
 from .test_e2e_devcluster import gone, spawn_failure
 
 RBAC_MANIFEST = Path(__file__).parents[1] / "helm-values" / "rbac-s3-mountpoint.yaml"
@@ -104,7 +103,7 @@ def aws_hub(devcluster, moto_server, ecr_repository, tmp_path_factory) -> Iterat
     """A hub spawning studios with S3 data repositories and ECR images checked in moto."""
     reference, scratch = moto_server.bucket(), moto_server.bucket()
     config = studio_hub_config(devcluster) + f"""
-c.StudioSpawner.allowed_registries = ["{PUBLIC_HOST}/*", "*.dkr.ecr.*.amazonaws.com/*"]
+c.StudioSpawner.allowed_registries = ["{PUBLIC_HOST}/**", "*.dkr.ecr.*.amazonaws.com/**"]
 c.StudioSpawner.ecr_allowed_regions = ["eu-west-1"]
 c.StudioSpawner.aws_endpoint_url = "{moto_server.url}"
 c.StudioSpawner.data_provisioning = "mountpoint"
@@ -124,15 +123,6 @@ echo written > /workspace/data/scratch/new 2> $HOME/scratch.err; echo $? > $HOME
 """
 
 
-def home_file(hub: Hub, user: str, server: str, name: str) -> str:
-    """A file in the studio's home, read through the proxy with the Jupyter contents API."""
-    response = requests.get(f"{hub.url}/user/{user}/{server}/api/contents/{name}",
-                            params={"content": "1", "type": "file", "format": "text"},
-                            headers={"Authorization": f"token {hub.token}"}, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()["content"].strip()
-
-
 def test_buckets_mount_read_only_unless_writable(aws_hub, devcluster):
     hub = aws_hub
     hub.api("POST", "/users", json={"usernames": ["sam"]})
@@ -142,9 +132,9 @@ def test_buckets_mount_read_only_unless_writable(aws_hub, devcluster):
     assert response.status_code in (201, 202), response.text
     assert wait_for_server(hub, "sam", "data").get("ready"), hub.log.read_text()[-3000:]
 
-    assert home_file(hub, "sam", "data", "reference.rc") != "0"
+    assert home_file(hub, "sam", "data", "reference.rc").strip() != "0"
     assert "Read-only file system" in home_file(hub, "sam", "data", "reference.err")
-    assert home_file(hub, "sam", "data", "scratch.rc") == "0"
+    assert home_file(hub, "sam", "data", "scratch.rc").strip() == "0"
     pod = devcluster.request("GET", "/api/v1/namespaces/default/pods/jupyter-sam--data")
     claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["spec"]["volumes"]
               if v["name"].startswith("data-")}

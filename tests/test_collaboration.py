@@ -18,6 +18,7 @@ import yaml
 
 from .hub_fixtures import Hub, open_as_browser, start_hub
 from .studio_fixtures import studio_hub_config, wait_for_server
+from .test_e2e_devcluster import JUPYTERHUB_6
 
 REFRESH_SECONDS = 2  # Authenticator.auth_refresh_age
 CACHE_SECONDS = 2  # StudioSpawner.server_auth_cache_seconds
@@ -324,15 +325,55 @@ def test_a_workspace_admin_cannot_change_a_studios_options(hub, browsers):
     assert eve.api("DELETE", f"/users/{OWNER}/servers/{name}").status_code in (202, 204)
     wait_until(lambda: stopped(hub, name), 60, "stopped by the workspace admin")
 
+    saved = server(hub, OWNER, name)["user_options"]
+    assert saved["private"] is True and saved["name"] == f"RNA {name}"
     changed = {**options(name, private=False), "init_script": "echo changed"}
-    response = eve.api("POST", f"/users/{OWNER}/servers/{name}", json=changed)
-    assert response.status_code == 403, response.text
-    assert "Only the studio's owner can change its options" in response.json()["message"]
-    assert server(hub, OWNER, name)["user_options"] == options(name, private=True)
+    for body in (changed, {**changed, "disk_gib": "not a number"}):  # valid, and invalid
+        response = eve.api("POST", f"/users/{OWNER}/servers/{name}", json=body)
+        assert response.status_code == 403, response.text
+        assert "Only the studio's owner can change its options" in response.json()["message"]
+        assert server(hub, OWNER, name)["user_options"] == saved
+    form = ann.session.get(f"{hub.url}/hub/spawn/{OWNER}/{name}", timeout=30).text
+    assert "echo changed" not in form, "the owner's form is never pre-filled from eve's body"
 
     assert eve.api("POST", f"/users/{OWNER}/servers/{name}").status_code in (201, 202)
     assert wait_for_server(hub, OWNER, name).get("ready")
     assert not cal.opens(OWNER, name), "still private"
     assert not eve.opens(OWNER, name)
     assert ann.opens(OWNER, name)
+    ann.api("DELETE", f"/users/{OWNER}/servers/{name}", json={"remove": True})
+
+
+def test_workspace_managers_never_read_env_values_or_init_scripts(hub, browsers):
+    ann, eve = browsers[OWNER], browsers["eve"]
+    name = "secrets"
+    body = {**options(name, private=False), "env": {"API_KEY": "s3cret-value"},
+            "init_script": "echo s3cret-script > /dev/null"}
+    assert ann.api("POST", f"/users/{OWNER}/servers/{name}", json=body).status_code in (201, 202)
+    assert wait_for_server(hub, OWNER, name).get("ready")
+    as_manager = eve.api("GET", f"/users/{OWNER}")
+    assert as_manager.status_code == 200, as_manager.text
+    assert name in as_manager.json()["servers"], "the manager sees the server"
+    assert "s3cret" not in as_manager.text
+    assert ann.api("DELETE", f"/users/{OWNER}/servers/{name}").status_code in (202, 204)
+    wait_until(lambda: stopped(hub, name), 60, "stopped")  # the spawn form shows when stopped
+    form = eve.session.get(f"{hub.url}/hub/spawn/{OWNER}/{name}", timeout=30).text
+    assert "s3cret" not in form
+    assert "s3cret-value" in ann.session.get(f"{hub.url}/hub/spawn/{OWNER}/{name}",
+                                             timeout=30).text, "the owner's own form has them"
+    ann.api("DELETE", f"/users/{OWNER}/servers/{name}", json={"remove": True})
+
+
+@pytest.mark.skipif(not JUPYTERHUB_6, reason="PATCH is JupyterHub 6")
+def test_a_workspace_admin_cannot_patch_a_studios_options(hub, browsers):
+    ann, eve = browsers[OWNER], browsers["eve"]
+    name = "patched"
+    response = ann.api("PUT", f"/users/{OWNER}/servers/{name}",
+                       json={"user_options": options(name, private=True)})
+    assert response.status_code == 201, response.text
+    saved = server(hub, OWNER, name)["user_options"]
+    response = eve.api("PATCH", f"/users/{OWNER}/servers/{name}",
+                       json={"user_options": options(name, private=False)})
+    assert response.status_code == 403, response.text
+    assert server(hub, OWNER, name)["user_options"] == saved
     ann.api("DELETE", f"/users/{OWNER}/servers/{name}", json={"remove": True})

@@ -396,3 +396,133 @@ def test_admin_config_errors_name_the_setting(setting, value, fragment):
     with pytest.raises(TraitError) as caught:
         StudioCatalog(**{**CATALOG_CONFIG, setting: value})
     assert f"StudioSpawner.{setting}" in str(caught.value) and fragment in str(caught.value)
+
+
+# --- hardening: image references and the registry allow-list ---------------------------------
+
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    "image, patterns, ok",
+    [
+        ("Quay.io/jupyter/x:1", ["quay.io/**"], True),
+        ("QUAY.IO:443/jupyter/x", ["quay.io/jupyter/*"], True),
+        ("quay.io:8443/jupyter/x", ["quay.io/**"], False),
+        ("quay.io:8443/jupyter/x", ["quay.io:8443/**"], True),
+        ("quay.io/jupyter/x/y", ["quay.io/jupyter/*"], False),
+        ("quay.io/jupyter/x/y", ["quay.io/jupyter/**"], True),
+        ("quay.io/jupyterx/y", ["quay.io/jupyter*/y"], True),
+        ("evil.example.com/a.dkr.ecr.x.amazonaws.com/b:1", ["*.dkr.ecr.*.amazonaws.com/**"],
+         False),
+        ("a.evil.dkr.ecr.x.amazonaws.com/b:1", ["*.dkr.ecr.*.amazonaws.com/**"], False),
+        (f"{ECR}/team/img:1", ["*.dkr.ecr.*.amazonaws.com/**"], True),
+        (f"{ECR}:443/team/img:1", ["*.dkr.ecr.*.amazonaws.com/**"], True),
+        ("anything.example/x", ["*"], True),
+    ],
+)
+def test_allowed_registries_match_host_and_path_separately(catalog, image, patterns, ok):
+    catalog.allowed_registries = patterns
+    if ok:
+        assert parse_options({"name": "s", "image": image}, catalog).image == image
+    else:
+        with pytest.raises(OptionsError) as caught:
+            parse_options({"name": "s", "image": image}, catalog)
+        assert "not in an allowed registry" in caught.value.by_field["image"]
+
+
+@pytest.mark.parametrize("image", [f"{ECR}:443/team/img:1", f"{ECR.upper()}/team/img:1",
+                                   f"{ECR}:8443/team/img:1"])
+def test_the_ecr_region_policy_sees_through_ports_and_case(catalog, image):
+    catalog.allowed_registries = ["*"]
+    catalog.ecr_allowed_regions = ["eu-west-1"]
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "image": image}, catalog)
+    assert "region us-east-1 is not allowed" in caught.value.by_field["image"]
+
+
+@pytest.mark.parametrize("image", ["quay.io/a/b:tägé", "quay.io/a/b:٣", "quay.io/a/ｂ:1"])
+def test_tags_and_names_are_ascii(catalog, image):
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "image": image}, catalog)
+    assert "not a valid image reference" in caught.value.by_field["image"]
+
+
+@pytest.mark.parametrize("pattern", ["quay.io", "quay.io/", "https://quay.io/*", "quay.io/a b"])
+def test_bad_registry_patterns_stop_the_hub(pattern):
+    with pytest.raises(TraitError, match=r"allowed_registries\[0\]"):
+        StudioCatalog(allowed_registries=[pattern])
+
+
+# --- hardening: reserved labels ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["sidecar.istio.io/inject", "istio.io/rev",
+                                 "azure.workload.identity/use", "kueue.x-k8s.io/queue-name",
+                                 "security.istio.io/tlsMode", "linkerd.io/inject",
+                                 "eks.amazonaws.com/role-arn", "node.kubernetes.io/x"])
+def test_service_mesh_identity_and_scheduler_labels_are_reserved(catalog, key):
+    assert "reserved" in errors_of(catalog, labels={key: "true"})[f"labels.{key}"]
+
+
+def test_reserved_label_prefixes_are_dns_subdomains():
+    with pytest.raises(TraitError, match=r"reserved_label_prefixes\[0\]"):
+        StudioCatalog(reserved_label_prefixes=["Istio.io/*"])
+
+
+def test_admins_set_reserved_label_prefixes(catalog):
+    assert parse(catalog, labels={"acme.com/team": "bio"}).labels
+    catalog.reserved_label_prefixes = [*catalog.reserved_label_prefixes, "acme.com"]
+    assert "reserved" in errors_of(catalog, labels={"ci.acme.com/x": "y"})["labels.ci.acme.com/x"]
+    assert "reserved" in errors_of(catalog, labels={"istio.io/rev": "y"})["labels.istio.io/rev"]
+
+
+# --- hardening: input that must give field errors, never another exception --------------------
+
+
+@pytest.mark.parametrize("key", ["name", "description", "environment_yml", "init_script"])
+def test_lone_surrogates_are_field_errors(catalog, key):
+    assert "UTF-16" in errors_of(catalog, **{key: "a\ud800b"})[key]
+
+
+def test_lone_surrogates_in_env_values_are_field_errors(catalog):
+    assert "UTF-16" in errors_of(catalog, env={"A": "\udfff"})["env.A"]
+
+
+@pytest.mark.parametrize("text", ["[" * 30000 + "]" * 30000,
+                                  "".join(" " * i + "a:\n" for i in range(2000)),
+                                  "dependencies:\n" + "  - [" * 100])
+def test_deeply_nested_environment_yml_is_a_field_error(catalog, text):
+    assert "nest" in errors_of(catalog, environment_yml=text[:60000])["environment_yml"]
+
+
+# --- hardening: sizes that keep every accepted studio within Kubernetes' limits ----------------
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("environment_yml_max_bytes", 256 * 1024 + 1), ("init_script_max_bytes", 10**7),
+    ("env_max_total_bytes", 10**6), ("env_value_max_chars", 10**6), ("labels_max_count", 65),
+])
+def test_admin_size_limits_are_bounded(setting, value):
+    with pytest.raises(TraitError):
+        StudioCatalog(**{setting: value})
+
+
+def test_env_variables_have_a_total_size_limit(catalog):
+    catalog.env_max_total_bytes = 1000
+    env = {f"V{i}": "é" * 100 for i in range(5)}  # 5 * (2 + 200) = 1010 bytes
+    assert "1010 bytes" in errors_of(catalog, env=env)["env"]
+    assert parse(catalog, env=dict(list(env.items())[:4])).env
+
+
+def test_hostile_sizes_get_short_answers(catalog):
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "template": "python",
+                       **{f"k{i}": 1 for i in range(10_000)}}, catalog)
+    assert len(caught.value.errors) <= 51 and "9995 more unknown options" in str(caught.value)
+    assert "at most 2 entries" in errors_of(catalog, data=[{"name": "genomes"}] * 10_000)["data"]
+    with pytest.raises(OptionsError) as caught:
+        parse_options({"name": "s", "image": "a" * 100_000}, catalog)
+    assert "at most" in caught.value.by_field["image"]
+    assert "too many entries" in errors_of(
+        catalog, environment_yml="dependencies:\n" + "  - numpy\n" * 6000)["environment_yml"]

@@ -9,7 +9,7 @@ import pytest
 from traitlets.config import Config
 
 from studio_spawner.cli import offline_spawner, render_documents
-from studio_spawner.pod import OPTIONS_ANNOTATION, apply_studio, files_secret, merge_env
+from studio_spawner.pod import apply_studio, files_secret, merge_env
 
 from .conftest import CATALOG_CONFIG, IMAGE
 
@@ -59,8 +59,9 @@ async def test_main_container_gets_image_env_and_wrapper():
     assert env["MINE"] == "{username}", "user text is never expanded as a template"
     assert env["ADMIN_ONLY"] == "a"
     assert env["STUDIO_FILES"] == "/etc/studio"
-    assert main["command"] == ["/bin/sh", "/etc/studio/studio_startup.sh", "run", "--"]
-    assert main["args"][0] == "jupyterhub-singleuser"
+    assert "command" not in main, "the image's ENTRYPOINT (tini -g -- start.sh) still runs"
+    assert main["args"][:5] == ["/bin/sh", "/etc/studio/studio_startup.sh", "run", "--",
+                                "jupyterhub-singleuser"]
     assert main["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
@@ -78,8 +79,8 @@ async def test_labels_annotations_and_grace_period():
     assert labels["owner"] == "alice"
     assert labels["studio.jupyter.org/template"] == "python"
     assert labels["studio.jupyter.org/private"] == "true"
-    stored = json.loads(pod["metadata"]["annotations"][OPTIONS_ANNOTATION])
-    assert stored["name"] == "RNA {seq}" and stored["env"]["SHARED"] == "a{b}c"
+    assert not any(k.startswith("studio.jupyter.org") for k in pod["metadata"].get(
+        "annotations") or {}), "no copy of the options (env values, init script) on the pod"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 30
 
 
@@ -153,4 +154,54 @@ def test_apply_studio_does_not_mutate_its_input(catalog):
 @pytest.mark.parametrize("value", ["{", "}", "{0}", "{username}", "%(x)s", "$(HOME)"])
 async def test_any_braces_round_trip(value):
     pod = (await render({**OPTIONS, "env": {"X": value}, "init_script": value}))["pod"]
-    assert env_of(pod["spec"]["containers"][0])["X"] == value
+    assert env_of(pod["spec"]["containers"][0])["X"] == value.replace("$", "$$")
+
+
+async def test_env_values_arrive_literally():
+    values = {"PASSWORD": "pa$$word", "TOKEN": "$(JUPYTERHUB_API_TOKEN)", "D": "$", "E": "$$("}
+    pod = (await render({**OPTIONS, "env": values}))["pod"]
+    env = env_of(pod["spec"]["containers"][0])
+    for name, value in values.items():
+        assert env[name] == value.replace("$", "$$"), "Kubernetes turns $$ into $"
+    steps = {c["name"]: env_of(c) for c in pod["spec"]["initContainers"]}
+    assert steps["studio-user-env"]["PASSWORD"] == "pa$$$$word", "the conda build sees them"
+    assert "PASSWORD" not in steps["studio-kernels"], "the other steps do not need them"
+
+
+async def test_init_containers_keep_the_admins_container_settings():
+    c = config()
+    spawner = offline_spawner(c, "alice", "")
+    spawner.extra_container_config = {
+        "envFrom": [{"configMapRef": {"name": "proxies"}}],
+        "securityContext": {"runAsNonRoot": True},
+        "readinessProbe": {"httpGet": {"path": "/", "port": 8888}},
+    }
+    spawner.user_options = OPTIONS
+    try:
+        pod, *_ = await render_documents(spawner)
+    finally:
+        await spawner.api.api_client.close()
+    for container in pod["spec"]["initContainers"]:
+        assert container["envFrom"] == [{"configMapRef": {"name": "proxies"}}]
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert "readinessProbe" not in container and "ports" not in container
+
+
+@pytest.mark.parametrize("admin_home, expected", [(None, "/home/jovyan"), ("/srv/me", "/srv/me")])
+async def test_every_container_gets_the_home_volume_as_home(admin_home, expected):
+    extra = {}
+    c = config()
+    c.KubeSpawner.volumes = [{"name": "home",
+                              "persistentVolumeClaim": {"claimName": "claim-{user_server}"}}]
+    c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
+    c.KubeSpawner.pvc_name_template = "claim-{user_server}"
+    if admin_home:
+        c.KubeSpawner.environment = {**c.KubeSpawner.environment, "HOME": admin_home}
+    spawner = offline_spawner(c, "alice", "rna", **extra)
+    spawner.user_options = OPTIONS
+    try:
+        pod, *_ = await render_documents(spawner)
+    finally:
+        await spawner.api.api_client.close()
+    for container in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]:
+        assert env_of(container)["HOME"] == expected, container["name"]

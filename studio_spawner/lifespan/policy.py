@@ -8,6 +8,7 @@ without changing this logic.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
@@ -98,6 +99,9 @@ class Lifespan:
         return self.total_hours is None
 
 
+_WHOLE_HOURS = re.compile(r"[0-9]{1,6}")
+
+
 def requested_hours(user_options: Mapping[str, Any] | None, policy: Policy) -> float | None:
     """The lifespan a server asked for, read from its ``user_options`` (None: keep running)."""
     options = user_options or {}
@@ -106,6 +110,8 @@ def requested_hours(user_options: Mapping[str, Any] | None, policy: Policy) -> f
     value = options["lifespan_hours"]
     if value is None:
         return None
+    if isinstance(value, str) and _WHOLE_HOURS.fullmatch(value.strip()):
+        value = int(value)  # as the spawner's validator reads it (options stored by older versions)
     if not _is_number(value):
         return policy.default_hours  # not written by our form: fall back, never stop early
     return max(float(value), policy.min_hours)

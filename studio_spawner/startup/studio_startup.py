@@ -13,6 +13,7 @@ See docs/startup.md for the design (fingerprints, state files, crash safety).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,12 +79,23 @@ class StepLog:
     """Appends to ``<state>/<step>.log``; ``say`` also prints a short line to stdout."""
 
     def __init__(self, state_dir: str, step: str) -> None:
-        os.makedirs(state_dir, exist_ok=True)
+        notes: list[str] = []
+        try:
+            if not state_dir:
+                raise OSError("no usable home")
+            state_dir = own_dir(state_dir, notes)
+        except OSError as e:  # never fail a start for want of a log
+            import tempfile
+
+            notes.append(f"cannot use {state_dir} ({e}); logging to a temporary directory")
+            state_dir = tempfile.mkdtemp(prefix="studio-state-")
         self.path = os.path.join(state_dir, step + ".log")
         _rotate(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives for the step)
         self.step = step
         self.write(f"=== {step} started {_now()} (pid {os.getpid()})")
+        for note in notes:
+            self.say(note)
 
     def write(self, message: str) -> None:
         """Log only to the file."""
@@ -97,6 +109,17 @@ class StepLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def own_dir(path: str, notes: list[str]) -> str:
+    """Make sure `path` (a directory the start-up program owns) is a directory: a file or a
+    symlink in its place is moved aside (and noted), never followed or deleted."""
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isdir(path)):
+        aside = f"{path}.not-a-directory-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(path, aside)
+        notes.append(f"{path} was not a directory: moved it to {aside}")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def _now() -> str:
@@ -254,6 +277,8 @@ class Relocator:
         self.binary_pattern = re.compile(re.escape(self.old) + rb"(?![A-Za-z0-9_.\-])[^\0]*\0+")
         self.changed: dict[str, str] = {}
         self.skipped_binary: list[str] = []
+        self.unsafe: list[str] = []  # conda-meta paths outside the env: never touched
+        self.real_root = os.path.realpath(root)
 
     def run(self) -> None:
         """Relocate files listed in conda-meta, scripts in bin/, and conda-meta itself."""
@@ -271,19 +296,37 @@ class Relocator:
         meta = os.path.join(self.root, "conda-meta")
         records = []
         for name in _listdir(meta):
-            path = os.path.join(meta, name)
-            record = _read_json(path) if name.endswith(".json") else None
+            path = self._inside(f"conda-meta/{name}")
+            record = _read_json(path) if path and name.endswith(".json") else None
             if record is not None:
                 records.append((path, record))
         return records
 
+    def _inside(self, rel: str) -> str | None:
+        """root/rel when it stays in the env: no absolute path, no '..', no symlinked
+        directory on the way; otherwise None (and the path is reported once)."""
+        parts = rel.split("/")
+        path = os.path.join(self.root, rel)
+        parent = os.path.realpath(os.path.dirname(path))
+        if (
+            os.path.isabs(rel)
+            or ".." in parts
+            or not (parent == self.real_root or parent.startswith(self.real_root + os.sep))
+        ):
+            if rel not in self.unsafe:
+                self.unsafe.append(rel)
+            return None
+        return path
+
     def _relocate_entry(self, entry: dict) -> None:
         rel = entry["_path"]
-        path = os.path.join(self.root, rel)
+        path = self._inside(rel)
+        if path is None:
+            return
         placeholder = entry.get("prefix_placeholder")
         if entry.get("path_type") == "softlink" or os.path.islink(path):
             self._relocate_symlink(path)
-        elif placeholder and entry.get("file_mode") == "binary":
+        elif isinstance(placeholder, str) and placeholder and entry.get("file_mode") == "binary":
             self._relocate_binary(rel, len(placeholder.encode()))
         elif placeholder or entry.get("path_type") in ENTRY_POINT_TYPES:
             self._relocate_text(rel)
@@ -294,8 +337,8 @@ class Relocator:
         names = _listdir(bindir)
         for name in names:
             rel = "bin/" + name
-            path = os.path.join(bindir, name)
-            if rel in seen:
+            path = self._inside(rel)
+            if rel in seen or path is None:
                 continue
             if os.path.islink(path):
                 self._relocate_symlink(path)
@@ -325,23 +368,76 @@ class Relocator:
                 os.chmod(parent, restore)
 
     def _relocate_text(self, rel: str) -> None:
-        path = os.path.join(self.root, rel)
-        data = _read_regular(path)
-        if data is None or self.old not in data:
+        """Replace the prefix, streaming through a temp file (memory stays bounded)."""
+        path = self._inside(rel)
+        if path is None or not _is_regular(path):
             return
-        new_data = _fix_long_shebang(self.pattern.sub(self.new.replace(b"\\", b"\\\\"), data))
-        self._write(rel, new_data)
+        tmp = path + ".studio-tmp"
+        digest, changed, head = hashlib.sha256(), False, b""
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            carry = b""
+            while True:
+                chunk = src.read(CHUNK)
+                buf = carry + chunk
+                # A match may start in the last len(old) bytes and needs the byte after it.
+                cut = len(buf) - len(self.old) if chunk else len(buf)
+                out, done = _sub_before(self.pattern, self.new, buf, cut)
+                changed = changed or out != buf[:done]
+                carry = buf[done:]
+                if head is not None:  # hold output back until the first line is whole
+                    head += out
+                    if b"\n" not in head and chunk and len(head) < CHUNK:
+                        continue
+                    out, head = _fix_long_shebang(head), None
+                dst.write(out)
+                digest.update(out)
+                if not chunk:
+                    break
+        if not changed:
+            os.unlink(tmp)
+            return
+        os.chmod(tmp, os.lstat(path).st_mode & 0o7777)
+        parent = os.path.dirname(path)
+        restore = _add_user_write(parent)
+        os.replace(tmp, path)
+        if restore is not None:
+            os.chmod(parent, restore)
+        self.changed[rel] = digest.hexdigest()
 
     def _relocate_binary(self, rel: str, placeholder_len: int) -> None:
-        path = os.path.join(self.root, rel)
-        data = _read_regular(path)
-        if data is None or self.old not in data:
+        """Replace the prefix in NUL-padded C strings, in place and in chunks (same length)."""
+        path = self._inside(rel)
+        if path is None or not _is_regular(path) or not _contains(path, self.old):
             return
         if len(self.new) > placeholder_len:
             self.skipped_binary.append(rel)
             return
-        new_data = self.binary_pattern.sub(lambda m: self._pad(m.group(), placeholder_len), data)
-        self._write(rel, new_data)
+        digest = hashlib.sha256()
+        restore = _add_user_write(path)
+        try:
+            with open(path, "r+b") as f:
+                start, carry = 0, b""
+                while True:
+                    chunk = f.read(CHUNK)
+                    buf = carry + chunk
+                    # Only whole C strings: up to the end of the last run of NULs in the buffer.
+                    done = len(buf) if not chunk else _after_last_nul_run(buf)
+                    if done == 0 and len(buf) > MAX_CARRY:
+                        done = len(buf)  # no C string is this long: leave it as it is
+                    out = self.binary_pattern.sub(
+                        lambda m: self._pad(m.group(), placeholder_len), buf[:done])
+                    if out != buf[:done]:
+                        f.seek(start)
+                        f.write(out)
+                        f.seek(start + len(buf))
+                    digest.update(out)
+                    start, carry = start + done, buf[done:]
+                    if not chunk:
+                        break
+        finally:
+            if restore is not None:
+                os.chmod(path, restore)
+        self.changed[rel] = digest.hexdigest()
 
     def _pad(self, chunk: bytes, placeholder_len: int) -> bytes:
         """Replace the prefix in one C string, keeping its length by NUL padding."""
@@ -353,16 +449,6 @@ class Relocator:
         if extent > len(chunk) or len(out) + 1 > extent:
             return chunk  # not a padded conda placeholder: leave it alone
         return out + b"\0" * (extent - len(out)) + b"\0" * (nuls - (extent - len(text)))
-
-    def _write(self, rel: str, data: bytes) -> None:
-        path = os.path.join(self.root, rel)
-        restore = _add_user_write(path)
-        with open(path, "r+b") as f:
-            f.write(data)
-            f.truncate()
-        if restore is not None:
-            os.chmod(path, restore)
-        self.changed[rel] = hashlib.sha256(data).hexdigest()
 
     def _fix_conda_meta(self, records: list[tuple[str, dict]]) -> None:
         """Update sha256_in_prefix of rewritten files and the prefix in conda-meta text."""
@@ -379,23 +465,70 @@ class Relocator:
                 touched = True
             if touched:
                 _replace_text(path, text + "\n")
-        history = os.path.join(self.root, "conda-meta", "history")
-        data = _read_regular(history)
+        history = self._inside("conda-meta/history")
+        data = _read_regular(history) if history else None
         if data and self.old in data:
             with open(history, "wb") as f:
                 f.write(self.pattern.sub(self.new.replace(b"\\", b"\\\\"), data))
 
 
 def _paths_of(record: dict) -> list[dict]:
-    paths = (record.get("paths_data") or {}).get("paths") or []
+    """The path entries of a conda-meta record; malformed parts are skipped."""
+    paths_data = record.get("paths_data")
+    paths = paths_data.get("paths") if isinstance(paths_data, dict) else None
+    if not isinstance(paths, list):
+        return []
     return [p for p in paths if isinstance(p, dict) and isinstance(p.get("_path"), str)]
 
 
+CHUNK = 1 << 20
+MAX_CARRY = 8 << 20
+
+
+def _is_regular(path: str) -> bool:
+    return not os.path.islink(path) and os.path.isfile(path)
+
+
 def _read_regular(path: str) -> bytes | None:
-    if os.path.islink(path) or not os.path.isfile(path):
+    if not _is_regular(path):
         return None
     with open(path, "rb") as f:
         return f.read()
+
+
+def _contains(path: str, needle: bytes) -> bool:
+    """Whether a file contains `needle`, read in chunks."""
+    with open(path, "rb") as f:
+        tail = b""
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                return False
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle):]
+
+
+def _sub_before(pattern: re.Pattern, new: bytes, buf: bytes, cut: int) -> tuple[bytes, int]:
+    """Replace the matches that start before `cut`; (output, how much of buf it covers)."""
+    out, pos = [], 0
+    for match in pattern.finditer(buf):
+        if match.start() >= cut:
+            break
+        out += [buf[pos:match.start()], new]
+        pos = match.end()
+    done = max(pos, cut)
+    out.append(buf[pos:done])
+    return b"".join(out), done
+
+
+def _after_last_nul_run(buf: bytes) -> int:
+    """The index just after the last run of NUL bytes that ends before the end of buf."""
+    end = len(buf)
+    while end and buf[end - 1] == 0:  # a run touching the end may go on: not this one
+        end -= 1
+    last = buf.rfind(b"\0", 0, end)
+    return last + 1 if last >= 0 else 0
 
 
 def _replace_text(path: str, text: str) -> None:
@@ -494,6 +627,11 @@ def _make_copy(src: str, final: str, fingerprint: str, config: Config, log: Step
     except BaseException:
         _remove_ours(tmp)
         raise
+    if relocator.unsafe:
+        log.say(
+            f"{name}: {len(relocator.unsafe)} path(s) in conda-meta point outside the env and "
+            f"were left alone, e.g. {relocator.unsafe[0]!r}"
+        )
     if relocator.skipped_binary:
         log.say(
             f"{name}: {len(relocator.skipped_binary)} binary file(s) keep the image path "
@@ -611,7 +749,10 @@ def _beside(name: str, src: str, image_fp: str, config: Config, log: StepLog, re
 
 def step_sync_envs(config: Config, log: StepLog) -> None:
     """Step ``sync-envs``."""
-    os.makedirs(config.envs_dir, exist_ok=True)
+    notes: list[str] = []
+    own_dir(config.envs_dir, notes)
+    for note in notes:
+        log.say(note)
     recover(config.envs_dir, log)
     envs = _image_envs(config)
     if not envs:
@@ -827,54 +968,86 @@ def _user_envs(config: Config) -> Iterator[tuple[str, str]]:
             yield name, prefix
 
 
-def _is_ours(kernel_dir: str) -> bool:
+def _studio_meta(kernel_dir: str) -> dict | None:
+    """Our metadata in a kernelspec (``metadata.studio``), None when it is not ours or is
+    malformed; a symlinked kernel directory is never ours."""
+    if os.path.islink(kernel_dir):
+        return None
     spec = _read_json(os.path.join(kernel_dir, "kernel.json")) or {}
-    return isinstance((spec.get("metadata") or {}).get("studio"), dict)
+    meta = spec.get("metadata")
+    studio = meta.get("studio") if isinstance(meta, dict) else None
+    return studio if isinstance(studio, dict) else None
+
+
+def _is_ours(kernel_dir: str) -> bool:
+    return _studio_meta(kernel_dir) is not None
 
 
 def step_kernels(config: Config, log: StepLog) -> None:
-    """Step ``kernels``."""
+    """Step ``kernels`` (also: files that run code by themselves, when private again)."""
+    check_autorun(config, log)
+    notes: list[str] = []
+    own_dir(config.kernels_dir, notes)
+    for note in notes:
+        log.say(note)
     wanted: dict[str, dict] = {}
     for name, prefix in _user_envs(config):
         spec = kernel_for_env(name, prefix)
         if spec is not None:
             wanted.setdefault(kernel_dir_name(name), spec)
-    written = [k for k, spec in wanted.items() if _write_kernel(config.kernels_dir, k, spec)]
-    removed = _remove_stale_kernels(config.kernels_dir, set(wanted))
+    written = []
+    for k, spec in wanted.items():
+        outcome = _write_kernel(config.kernels_dir, k, spec)
+        if outcome is True:
+            written.append(k)
+        elif outcome:
+            log.say(outcome)
+    removed = _remove_stale_kernels(config.kernels_dir, set(wanted), log)
     for k in removed:
         log.say(f"removed kernel {k} (its env is gone)")
     log.say(
         f"{len(wanted)} kernel(s) registered ({len(written)} new or changed, "
         f"{len(removed)} removed)"
     )
+    save_autorun(config)
 
 
-def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool:
-    """Write a kernelspec unless identical; never overwrites a kernelspec that is not ours."""
+def _write_kernel(kernels_dir: str, name: str, spec: dict) -> bool | str:
+    """Write a kernelspec unless identical (False); never writes through a symlink nor over a
+    kernelspec that is not ours (returns what it skipped, as a message)."""
     kdir = os.path.join(kernels_dir, name)
     path = os.path.join(kdir, "kernel.json")
+    if os.path.islink(kdir) or os.path.islink(path):
+        return f"kernel {name}: a symlink is in the way; left alone (remove it to get the kernel)"
+    if os.path.lexists(kdir) and not os.path.isdir(kdir):
+        return f"kernel {name}: a file is in the way; left alone (remove it to get the kernel)"
     current = _read_json(path)
     if current == spec:
         return False
     if os.path.exists(path) and not _is_ours(kdir):
-        return False
+        if current is None:  # malformed: keep it beside, write ours
+            os.replace(path, f"{path}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        else:
+            return False
     os.makedirs(kdir, exist_ok=True)
     _write_json(path, spec)
     return True
 
 
-def _remove_stale_kernels(kernels_dir: str, keep: set) -> list[str]:
+def _remove_stale_kernels(kernels_dir: str, keep: set, log: StepLog) -> list[str]:
     removed = []
     names = _listdir(kernels_dir)
     for name in names:
         kdir = os.path.join(kernels_dir, name)
-        if name.startswith(KERNEL_PREFIX) and name not in keep and _is_ours(kdir):
-            prefix = (
-                (_read_json(os.path.join(kdir, "kernel.json")) or {})
-                .get("metadata", {})
-                .get("studio", {})
-                .get("prefix", "")
-            )
+        if not name.startswith(KERNEL_PREFIX) or name in keep:
+            continue
+        if os.path.islink(kdir):
+            log.write(f"kernel {name} is a symlink: not ours, left alone")
+            continue
+        studio = _studio_meta(kdir)
+        if studio is not None:
+            prefix = studio.get("prefix")
+            prefix = prefix if isinstance(prefix, str) else ""
             if prefix and kernel_for_env(os.path.basename(prefix), prefix) is not None:
                 continue  # env still there (e.g. renamed kernel dir): keep
             os.remove(os.path.join(kdir, "kernel.json"))
@@ -882,6 +1055,99 @@ def _remove_stale_kernels(kernels_dir: str, keep: set) -> list[str]:
                 os.rmdir(kdir)
             removed.append(name)
     return removed
+
+
+# --------------------------------------------------------------------------- private again
+
+AUTORUN_STATE = "autorun.json"
+NOTICE = "STUDIO-NOTICE.txt"
+# Files in the home that run code by themselves when a kernel, terminal or server starts.
+AUTORUN_GLOBS = (
+    ".ipython/profile_*/startup/*",
+    ".ipython/profile_*/ipython_*config.py",
+    ".jupyter/*config.py",
+    ".jupyter/*config.json",
+    ".local/share/jupyter/kernels/*/kernel.json",
+    ".local/lib/python*/site-packages/*.pth",
+    ".local/lib/python*/site-packages/usercustomize.py",
+    ".local/lib/python*/site-packages/sitecustomize.py",
+    ".bashrc", ".bash_profile", ".profile",
+)
+
+
+def autorun_files(home: str) -> dict[str, str]:
+    """relative path -> sha256 of every file in the home that runs code by itself."""
+    import glob
+
+    found: dict[str, str] = {}
+    for pattern in AUTORUN_GLOBS:
+        for path in glob.glob(os.path.join(home, pattern)):
+            if _is_regular(path):
+                try:
+                    found[os.path.relpath(path, home)] = _sha256_file(path)
+                except OSError:
+                    continue
+    return found
+
+
+def _studio_private(config: Config) -> bool | None:
+    options = _read_json(os.path.join(config.files, "options.json")) or {}
+    private = options.get("private")
+    return private if isinstance(private, bool) else None
+
+
+def check_autorun(config: Config, log: StepLog) -> list[str]:
+    """When a studio that was shared starts private, move aside the files that run code by
+    themselves and were added or changed while it was shared, and tell the owner in
+    ~/STUDIO-NOTICE.txt and the log. Returns the files moved."""
+    private = _studio_private(config)
+    before = _read_json(os.path.join(config.state_dir, AUTORUN_STATE)) or {}
+    now = autorun_files(config.home)
+    if private and before.get("private") is False and isinstance(before.get("files"), dict):
+        changed = sorted(p for p, digest in now.items() if before["files"].get(p) != digest)
+        if changed:
+            return _quarantine(config, changed, log)
+    return []
+
+
+def save_autorun(config: Config) -> None:
+    """Remember whether this start is private and, as the baseline, the files that run code
+    by themselves as a private start leaves them (while shared, the baseline stays: every
+    change since the studio was last private is checked when it is private again)."""
+    private = _studio_private(config)
+    if private is None:
+        return
+    path = os.path.join(config.state_dir, AUTORUN_STATE)
+    files = (_read_json(path) or {}).get("files")
+    if private or not isinstance(files, dict):
+        files = autorun_files(config.home)
+    _write_json(path, {"private": private, "files": files})
+
+
+def _quarantine(config: Config, changed: list[str], log: StepLog) -> list[str]:
+    where = os.path.join(config.state_dir, "quarantine", time.strftime("%Y%m%d-%H%M%S"))
+    moved = []
+    for rel in changed:
+        target = os.path.join(where, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.rename(os.path.join(config.home, rel), target)
+        except OSError as e:
+            log.say(f"could not move {rel} aside: {e}")
+            continue
+        moved.append(rel)
+    lines = "".join(f"  ~/{rel}\n" for rel in moved)
+    text = (
+        f"{_now()}: your studio is private again. While it was shared, these files that run\n"
+        f"code by themselves (in kernels, terminals or the server) were added or changed:\n"
+        f"{lines}They were moved to {where}.\n"
+        "Put back the ones you trust (mv them to where they were); delete the others.\n"
+    )
+    with open(os.path.join(config.home, NOTICE), "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+    log.say(f"moved {len(moved)} file(s) that run code by themselves and changed while the "
+            f"studio was shared to {where}; see ~/{NOTICE}")
+    return moved
 
 
 # --------------------------------------------------------------------------- run
@@ -919,19 +1185,20 @@ def _run_init(config: Config, log: StepLog, script: str) -> None:
     """Run init.sh in its own process group with the time limit; raise on failure."""
     import subprocess
 
-    init_log = os.path.join(config.state_dir, "init.log")
+    init_log = os.path.join(os.path.dirname(log.path), "init.log")  # beside the step's log
     log.say(f"running the init script (time limit {config.init_timeout:g}s)")
     with open(init_log, "wb") as out:
         out.write(f"=== init.sh started {_now()}\n".encode())
         out.flush()
         proc = subprocess.Popen(
             ["/bin/sh", script],
-            cwd=config.home,
+            cwd=config.home if os.path.isdir(config.home) else "/",
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        forward = _ForwardStop(proc)
         try:
             code = proc.wait(timeout=config.init_timeout)
         except subprocess.TimeoutExpired:
@@ -940,11 +1207,35 @@ def _run_init(config: Config, log: StepLog, script: str) -> None:
                 f"Your init script did not finish within {config.init_timeout:g} "
                 f"seconds and was stopped. Its last output:\n{_tail_file(init_log)}"
             ) from None
+        finally:
+            forward.restore()
     if code != 0:
         raise StepError(
             f"Your init script failed (exit code {code}). Its last output:\n{_tail_file(init_log)}"
         )
     log.say("init script finished")
+
+
+class _ForwardStop:
+    """While the init script runs, a stop signal (SIGTERM from the kubelet, SIGINT, SIGHUP)
+    goes to its whole process group and ends this program at once: a stop never waits out
+    the grace period, even when this program is PID 1 (which ignores signals it does not
+    handle)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+
+    def handle(self, signum: int, _frame: object) -> None:
+        with contextlib.suppress(OSError):  # OSError: the script has just ended
+            os.killpg(self.proc.pid, signum)
+        os._exit(128 + signum)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -1005,10 +1296,15 @@ def main(argv: list[str]) -> int:
     step, log = argv[0], None
     try:
         config = Config(dict(os.environ))
-        log = StepLog(config.state_dir, step)
-        if step == "run":
+        usable_home = os.path.isdir(config.home) and os.access(config.home, os.W_OK)
+        log = StepLog(config.state_dir if usable_home else "", step)
+        if step == "run":  # the server starts even without a usable home
             rest = argv[1:]
             step_run(config, log, rest[1:] if rest[:1] == ["--"] else rest)
+        elif not usable_home:
+            log.say(f"skipped: HOME ({config.home}) is not a writable directory, so there is "
+                    "nowhere to keep envs and kernels; give studios a home volume "
+                    "(KubeSpawner storage) or set HOME in c.KubeSpawner.environment")
         else:
             STEPS[step](config, log)
     except StepError as e:

@@ -41,13 +41,20 @@ run)
         init_log="$state_dir/init.log"
         mkdir -p "$state_dir"
         echo "=== init.sh started $(date '+%Y-%m-%d %H:%M:%S')" >"$init_log"
+        cd "${HOME:-/}" || fail "run: cannot enter the home directory ${HOME:-/}"
         if command -v timeout >/dev/null 2>&1; then
-            (cd "${HOME:-/}" && timeout -s KILL "$limit" /bin/sh "$script") >>"$init_log" 2>&1
+            timeout -s KILL "$limit" /bin/sh "$script" >>"$init_log" 2>&1 &
         else
             log "no 'timeout' command: the init script runs without a time limit"
-            (cd "${HOME:-/}" && /bin/sh "$script") >>"$init_log" 2>&1
+            /bin/sh "$script" >>"$init_log" 2>&1 &
         fi
+        # A stop (SIGTERM) reaches the script at once, even when this shell is PID 1.
+        child=$!
+        trap 'kill -TERM "$child" 2>/dev/null; exit 143' TERM INT HUP
+        wait "$child"
         code=$?
+        trap - TERM INT HUP
+        cd - >/dev/null || true
         if [ "$code" -ne 0 ]; then
             if [ "$code" -eq 137 ] || [ "$code" -eq 124 ]; then
                 reason="did not finish within $limit seconds and was stopped"

@@ -19,8 +19,9 @@ class FaultProxy:
     ``max_in_flight`` the most concurrent requests per method.
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, ca_certs: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
+        self.ca_certs = ca_certs  # for an https upstream with its own CA
         self.counts: Counter[tuple[str, str]] = Counter()
         self.fail_next = 0
         self.hang_next = 0
@@ -113,7 +114,7 @@ class FaultProxy:
                 resp = await client.fetch(
                     proxy.upstream + self.request.uri, method=method, headers=headers,
                     body=body, raise_error=False, allow_nonstandard_methods=True,
-                    request_timeout=120)
+                    request_timeout=120, ca_certs=proxy.ca_certs)
                 self.set_status(resp.code, resp.reason)
                 for k, v in resp.headers.get_all():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection",

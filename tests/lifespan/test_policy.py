@@ -23,7 +23,8 @@ def test_requested_lifespan_plus_extensions() -> None:
 def test_missing_key_uses_default_and_bad_values_never_stop_early() -> None:
     assert total({}, default_hours=6) == 6
     assert total(None, default_hours=6) == 6
-    assert total({"lifespan_hours": "3"}, default_hours=6) == 6
+    assert total({"lifespan_hours": "3"}, default_hours=6) == 3, "read as the validator reads it"
+    assert total({"lifespan_hours": "3h"}, default_hours=6) == 6
     assert total({"lifespan_hours": True}, default_hours=6) == 6
     assert total({"lifespan_hours": 0}, min_hours=1) == 1
     assert total({"lifespan_hours": float("nan")}, default_hours=6) == 6

@@ -4,6 +4,7 @@ sh launcher copes with an image that has no Python."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,33 @@ def test_sh_launcher_without_python_skips_other_steps(studio: Studio) -> None:
 def test_unknown_step_is_a_usage_error(studio: Studio) -> None:
     assert studio.run("bogus").returncode == 2
     assert studio.run("bogus", **NO_PYTHON).returncode == 2
+
+
+def test_a_stop_during_the_init_script_ends_it_at_once(studio: Studio, mode: dict) -> None:
+    """SIGTERM (the kubelet's stop) reaches the init script; nothing waits out the grace
+    period and nothing of the script is left running."""
+    import os
+    import signal
+    import subprocess
+
+    marker = studio.home / "init-pid"
+    (studio.files / "init.sh").write_text(f"echo $$ > {marker}\nsleep 60\necho survived\n")
+    proc = subprocess.Popen(studio.argv("run", "--", "echo", "server-started"),
+                            env=studio.environ(**mode), stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text().strip()):
+        assert time.monotonic() < deadline, "the init script did not start"
+        time.sleep(0.1)
+    script_pid = int(marker.read_text())
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - started < 5
+    assert proc.returncode != 0 and "server-started" not in output
+    time.sleep(0.5)
+    try:
+        os.kill(script_pid, 0)
+        alive = Path(f"/proc/{script_pid}/stat").read_text().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        alive = False
+    assert not alive, "the init script was left running"
