@@ -138,26 +138,21 @@ class Builder:
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise DevClusterError(f"connect/build.sh failed:\n{proc.stderr[-3000:]}")
-        binary = Path(proc.stdout.strip().splitlines()[-1])
-
-        def make(work: Path) -> Path:
-            root = work / "root"
-            root.mkdir()
-            shutil.copy2(binary, root / "studio-connect")
-            return tar_directory(root, work / "connect.tar")
-
-        return self._cached_layer("connect", _key(binary), make)
+        return self._binary_layer("connect", Path(proc.stdout.strip().splitlines()[-1]),
+                                  "studio-connect")
 
     def pause(self) -> Blob:
-        binary = self.bin_dir / "pause"
+        return self._binary_layer("pause", self.bin_dir / "pause", "pause")
 
+    def _binary_layer(self, name: str, binary: Path, target: str) -> Blob:
+        """A layer holding one static binary at ``/<target>``."""
         def make(work: Path) -> Path:
             root = work / "root"
             root.mkdir()
-            shutil.copy2(binary, root / "pause")
-            return tar_directory(root, work / "pause.tar")
+            shutil.copy2(binary, root / target)
+            return tar_directory(root, work / f"{name}.tar")
 
-        return self._cached_layer("pause", _key(binary), make)
+        return self._cached_layer(name, _key(binary), make)
 
     def notebook_envs(self) -> Blob:
         """``/opt/conda`` (base env and image envs) and the start scripts, one layer."""
