@@ -412,6 +412,7 @@ class StudioCatalog(Configurable):
                 lifespan_policy.group_policy(base, overrides, group)
             except (TypeError, ValueError) as error:
                 raise TraitError(f"StudioSpawner.lifespan_group_policies: {error}") from None
+        return proposal["value"]
 
     @validate("reserved_label_prefixes")
     def _check_label_prefixes(self, proposal: dict) -> list:

@@ -126,7 +126,10 @@ def test_edit_changes_options_for_the_next_start_and_duplicate_copies_them(hub):
                  environment_source="template", template="python", env="A=2", action="save")
     assert saved.status_code == 302
     options = all_servers(hub, "eve")["original"]["user_options"]
-    assert options["env"] == {"A": "2"} and options["private"] is True
+    assert options["private"] is True
+    assert "env" not in options, "env values stay in the spawner's state, not user_options"
+    edit = session.get(f"{hub.url}/hub/studios/eve/original/edit", timeout=30)
+    assert "A=2" in edit.text, "the owner's form shows the saved env values"
     copy = session.get(f"{hub.url}/hub/studios/new?from=eve/original", timeout=30)
     assert 'value="Copy of Original"' in copy.text and "A=2" in copy.text
     other = hub.login("oz")

@@ -173,9 +173,8 @@ class FormHandler(HomeHandler):
 
     def save(self, spawner: Any, options: dict[str, Any]) -> None:
         """Store the options for the next start, and mark the studio as saved."""
-        spawner.user_options = dict(options)
+        spawner.save_options(options)  # env values and the init script go to the state
         spawner.studio_saved = True
-        spawner.orm_spawner.user_options = dict(options)
         if hasattr(spawner.orm_spawner, "display_name"):  # JupyterHub 6
             spawner.orm_spawner.display_name = options.get("name")
         if not spawner.active:
@@ -218,8 +217,8 @@ class NewStudioHandler(FormHandler):
         saved: dict[str, Any] = {}
         if source:
             owner, _, server = source.partition("/")
-            _, orm_spawner, row = self.studio(owner, server)
-            saved = dict(orm_spawner.user_options or {})
+            source_user, _, row = self.studio(owner, server)
+            saved = source_user.spawners[server].saved_options_for_form()
             saved["name"] = f"Copy of {row.display_name}"[:64]
         values = form_values(spawner, saved)
         await self.show(spawner, values, {}, mode="new", owner=self.current_user.name)
@@ -262,7 +261,7 @@ class EditStudioHandler(FormHandler):
     @web.authenticated
     async def get(self, owner: str, server: str) -> None:
         user, spawner, row = self.editable(owner, server)
-        values = form_values(spawner, row.options, server)
+        values = form_values(spawner, spawner.saved_options_for_form(), server)
         errors = {}
         if row.failure:
             errors[row.failure_field or "name"] = row.failure.message
