@@ -181,16 +181,21 @@ def test_lifespan_policy_endpoint_is_the_spawners_policy(hub):
 
 def test_jupyterhub_6_put_studios_are_listed_and_kept_when_their_start_is_refused(hub):
     hub.api("POST", "/users", json={"usernames": ["hal"]})
-    created = hub.api("PUT", "/users/hal/servers/made-by-put", json={
+    invalid = hub.api("PUT", "/users/hal/servers/made-by-put", json={
         "display_name": "Made by PUT", "user_options": {"name": "Made by PUT",
                                                         "lifespan_hours": 0}})
-    if created.status_code == 405:
+    if invalid.status_code == 405:
         pytest.skip("JupyterHub 5.5 has no PUT to create a server without starting it")
+    assert invalid.status_code == 400, "invalid options are refused before they are stored"
+    created = hub.api("PUT", "/users/hal/servers/made-by-put", json={
+        "display_name": "Made by PUT", "user_options": {"name": "Made by PUT",
+                                                        "lifespan_hours": 2}})
     assert created.status_code == 201, created.text
     session = hub.login("hal")
     page = session.get(f"{hub.url}/hub/studios", timeout=30).text
     assert 'data-server="made-by-put"' in page and "Made by PUT" in page
-    refused = hub.api("POST", "/users/hal/servers/made-by-put")
+    refused = hub.api("POST", "/users/hal/servers/made-by-put",
+                      json={"name": "Made by PUT", "lifespan_hours": 0})
     assert refused.status_code == 400 and "lifespan_hours" in refused.json()["message"]
     time.sleep(1.5)
     assert "made-by-put" in all_servers(hub, "hal"), "saved before: kept"
