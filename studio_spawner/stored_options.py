@@ -106,7 +106,8 @@ class StoredOptionsGuard(LoggingConfigurable):
             raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
         public, secrets = split_secrets(options.to_user_options())
         self._studio_secrets, self._pending_secrets = secrets, None
-        self.orm_spawner.state = {**(self.orm_spawner.state or {}), STATE_KEY: secrets}
+        self.studio_saved = True  # saved without a start (PUT): a refused start keeps it
+        self.orm_spawner.state = {**(self.orm_spawner.state or {}), **self.get_state()}
         self.user_options = public  # what the hub shows, as stored
         return public
 
