@@ -20,7 +20,7 @@ def need_go() -> None:
     if shutil.which("go") is None:
         if os.environ.get("CI"):
             pytest.fail("Go is needed to build studio-connect")
-        pytest.skip("Go is not installed")
+        pytest.skip(reason="Go is not installed (CI fails here instead)")
 
 
 @pytest.fixture(scope="session")

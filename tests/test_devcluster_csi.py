@@ -73,7 +73,7 @@ def test_the_plugin_over_its_sockets() -> None:
     go = shutil.which("go")
     if go is None:  # the devcluster fixture needs Go too; CI (.ci/run) always has it
         pytest.fail("Go is needed for the stand-in's tests") if os.environ.get("CI") else \
-            pytest.skip("Go is not installed")
+            pytest.skip(reason="Go is not installed (CI fails here instead)")
     proc = subprocess.run([go, "test", "-count=1", "./cmd/s3-csi-standin"], cwd=GO_MODULE_DIR,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

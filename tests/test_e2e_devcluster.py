@@ -134,7 +134,7 @@ def test_env_values_reach_the_process_exactly_as_typed(studio_hub):
 @pytest.mark.parametrize("body", [[], [1], "x", 3], ids=["empty-list", "list", "string", "number"])
 def test_a_body_that_is_not_an_object_is_a_400(studio_hub, body):
     if JUPYTERHUB_6 and body == []:
-        pytest.skip("JupyterHub 6 itself reads an empty list as no body (start as saved)")
+        pytest.skip(reason="JupyterHub 6 itself reads an empty list as no body (start as saved)")
     hub = studio_hub
     hub.api("POST", "/users", json={"usernames": ["shape"]})
     response = hub.api("POST", "/users/shape/servers/odd", json=body)
