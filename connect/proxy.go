@@ -110,12 +110,12 @@ func NewProxy(cfg *Config, activity *Activity) *Proxy {
 				pr.Out.Header.Set("X-Forwarded-Prefix", strings.TrimSuffix(cfg.Prefix, "/"))
 			}
 		},
-		Transport: transport,
+		Transport: newToolClient(p.toolAddress, activity, transport),
 		// Bodies of unknown length (chunked, server-sent events, logs) are flushed at once
 		// by ReverseProxy; bodies with a Content-Length flush as the buffer fills.
 		FlushInterval:  0,
 		BufferPool:     copyBuffers{},
-		ModifyResponse: p.rewriteLocation,
+		ModifyResponse: p.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Printf("the tool did not answer %s %s: %v", r.Method, r.URL.Path, err)
 			page(w, http.StatusBadGateway, "The tool is not answering",
@@ -152,6 +152,14 @@ func (p *Proxy) toolPath(u *url.URL) (string, string) {
 	return path, rest // net/url uses RawPath only when it encodes Path
 }
 
+// modifyResponse rewrites the tool's redirects and arms splicing for a large body.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	if body, ok := resp.Body.(*toolBody); ok {
+		body.armSplice(resp)
+	}
+	return p.rewriteLocation(resp)
+}
+
 // rewriteLocation keeps the tool's redirects inside the studio when the prefix is stripped.
 func (p *Proxy) rewriteLocation(resp *http.Response) error {
 	location := resp.Header.Get("Location")
@@ -178,7 +186,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"The page that opened this WebSocket is not served by this hub.")
 		return
 	}
-	p.reverse.ServeHTTP(w, r)
+	p.reverse.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientWriterKey{}, w)))
 }
 
 // sameOrigin reports whether a WebSocket's Origin (when a browser sent one) is this host.
