@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -49,6 +50,14 @@ func (c touchConn) Read(p []byte) (int, error) {
 func (c touchConn) Write(p []byte) (int, error) {
 	c.activity.Touch()
 	return c.Conn.Write(p)
+}
+
+// ReadFrom sends a request body (an upload) to the tool in large writes: net/http copies
+// bodies with 32 KiB reads and writes unless the connection reads for itself.
+func (c touchConn) ReadFrom(r io.Reader) (int64, error) {
+	buffer := copyBuffers{}.Get()
+	defer copyBuffers{}.Put(buffer)
+	return io.CopyBuffer(struct{ io.Writer }{c}, r, buffer)
 }
 
 // Proxy forwards requests under the studio's prefix to the tool, stripping the prefix or
