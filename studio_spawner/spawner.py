@@ -523,6 +523,10 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawne
         if not self.connect_image:
             raise StudioStartError(f"{field}: web tool studios are not set up on this hub "
                                    "(the administrator has to set StudioSpawner.connect_image)")
+        if self.internal_ssl:
+            raise StudioStartError(f"{field}: web tool studios cannot start on this hub: it uses "
+                                   "JupyterHub.internal_ssl, and studio-connect serves plain HTTP "
+                                   "(the administrator has to turn internal_ssl off)")
         template = self.template_entries().get(self.studio_options.template or "")
         tool_port = (template and template.port) or self.connect_tool_port
         if tool_port == self.port:

@@ -6,6 +6,7 @@ import pytest
 from traitlets import TraitError
 
 from studio_spawner.catalog import StudioCatalog, tool_command
+from studio_spawner.cli import offline_spawner
 from studio_spawner.errors import OptionsError
 from studio_spawner.form import form_values, render_form
 from studio_spawner.options import form_to_raw, parse_options
@@ -14,7 +15,7 @@ from studio_spawner.spawner import StudioStartError
 
 from .conftest import CATALOG_CONFIG
 from .test_form import parse
-from .test_pod import env_of, render
+from .test_pod import config, env_of, render
 
 CONNECT = "registry.studio.test/studio-connect:1"
 WEB = {"id": "web", "display_name": "Web server", "image": "docker.io/library/python:3.12",
@@ -162,6 +163,12 @@ async def test_tool_studios_need_the_connect_image_and_a_port_of_their_own():
         await tool_pod({"template": "web"}, connect_image="")
     with pytest.raises(StudioStartError, match="template: the tool's port 8888 is the server"):
         await tool_pod({"template": "web"}, connect_tool_port=8888)
+    spawner = offline_spawner(config(templates=TEMPLATES, connect_image=CONNECT), "ann", "s")
+    spawner.internal_ssl = True  # set by the hub from JupyterHub.internal_ssl
+    spawner.apply_studio_options(spawner.parse({"name": "s", "template": "web"}))
+    with pytest.raises(StudioStartError, match="template: .*internal_ssl, and studio-connect"):
+        spawner.tool_pod()
+    await spawner.api.api_client.close()
 
 
 def tool_status(**statuses) -> dict:
