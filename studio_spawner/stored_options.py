@@ -23,9 +23,10 @@ import contextvars
 import functools
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import event
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import validate
 from traitlets.config import LoggingConfigurable
@@ -87,13 +88,11 @@ class StoredOptionsGuard(LoggingConfigurable):
         a start, keep them for start() (None: the stored options stay as they are); without a
         start, validate them and return what to store."""
         if not isinstance(body, dict):
-            raise web.HTTPError(
-                400, "options: the request body must be a JSON object of studio options, "
-                "such as {\"name\": \"My studio\"}")
+            self._refuse(400, "options: the request body must be a JSON object of studio "
+                         "options, such as {\"name\": \"My studio\"}")
         if not self.requester_may_change_options():
-            raise web.HTTPError(
-                403, "Only the studio's owner can change its options or start it the first "
-                "time; start it without options to use the ones its owner saved")
+            self._refuse(403, "Only the studio's owner can change its options or start it the "
+                         "first time; start it without options to use the ones its owner saved")
         if getattr(self, "_spawn_pending", False):  # start() validates and stores them
             self._pending_secrets = split_secrets(body)[1]
             return None
@@ -103,13 +102,27 @@ class StoredOptionsGuard(LoggingConfigurable):
             # anything is created.
             options = self.parse(body, conda_problems=[])  # type: ignore[attr-defined]
         except OptionsError as error:
-            raise web.HTTPError(400, "%s", error.jupyterhub_message) from error
+            self._refuse(400, error.jupyterhub_message, error)
         public, secrets = split_secrets(options.to_user_options())
         self._studio_secrets, self._pending_secrets = secrets, None
         self.studio_saved = True  # saved without a start (PUT): a refused start keeps it
         self.orm_spawner.state = {**(self.orm_spawner.state or {}), **self.get_state()}
         self.user_options = public  # what the hub shows, as stored
         return public
+
+    def _refuse(self, status: int, message: str, cause: Exception | None = None) -> NoReturn:
+        """Refuse a request's options. JupyterHub 6's PUT has created the server's row before
+        it stores the options: a refused PUT removes that row again, so it leaves nothing."""
+        request = getattr(self._handler(), "request", None)
+        if getattr(request, "method", None) == "PUT":
+            session = object_session(self.orm_spawner)
+            self.user.spawners.pop(self.name, None)  # type: ignore[attr-defined]
+            if session is not None:
+                session.delete(self.orm_spawner)
+                session.commit()
+        if cause is None:
+            raise web.HTTPError(status, message)
+        raise web.HTTPError(status, "%s", message) from cause  # user input may hold a %
 
     def raw_options(self) -> dict[str, Any]:
         """The options to validate: the request's, or the saved ones, with their secrets."""

@@ -187,6 +187,7 @@ def test_jupyterhub_6_put_studios_are_listed_and_kept_when_their_start_is_refuse
     if invalid.status_code == 405:
         pytest.skip(reason="JupyterHub 5.5 has no PUT to create a server without starting it")
     assert invalid.status_code == 400, "invalid options are refused with the field"
+    assert "refused-put" not in all_servers(hub, "hal"), "a refused PUT leaves nothing"
     created = hub.api("PUT", "/users/hal/servers/made-by-put", json={
         "display_name": "Made by PUT", "user_options": {"name": "Made by PUT",
                                                         "lifespan_hours": 2}})
