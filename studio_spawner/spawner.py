@@ -509,7 +509,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawne
         except DataUnavailable as error:  # its message starts with the field, data[i]
             raise StudioStartError(str(error)) from error
         except CondaBuildError as error:
-            raise StudioStartError(f"environment_yml: {error}") from error
+            raise StudioStartError(f"Conda packages: {error}") from error
         except ImageUnavailable as error:
             field = "template" if self.studio_options.template else "image"
             raise StudioStartError(f"{field}: {error}") from error
