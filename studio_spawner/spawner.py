@@ -54,7 +54,7 @@ from .pod_status import describe_event, pod_failure, running_step, with_pull_eve
 from .sharing import WorkspaceSharing
 from .startup import program_files
 from .stored_options import StoredOptionsGuard, install
-from .studio_status import FAILURE_KEY, SAVED_KEY, START_FAILED, LastFailure
+from .studio_status import FAILURE_KEY, FIELD_LABELS, SAVED_KEY, START_FAILED, LastFailure
 from .validators import text_error
 
 install()  # refuse spawn bodies before JupyterHub stores them (see stored_options.py)
@@ -509,7 +509,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawne
         except DataUnavailable as error:  # its message starts with the field, data[i]
             raise StudioStartError(str(error)) from error
         except CondaBuildError as error:
-            raise StudioStartError(f"Conda packages: {error}") from error
+            raise StudioStartError(f"{FIELD_LABELS['environment_yml']}: {error}") from error
         except ImageUnavailable as error:
             field = "template" if self.studio_options.template else "image"
             raise StudioStartError(f"{field}: {error}") from error
