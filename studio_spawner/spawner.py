@@ -59,6 +59,11 @@ from .validators import text_error
 
 install()  # refuse spawn bodies before JupyterHub stores them (see stored_options.py)
 
+
+def _applied_at_start(spawner: Any, user_options: dict[str, Any]) -> None:
+    """JupyterHub's apply_user_options hook: nothing to do, the studio's start validates and
+    applies every option (parse_options). Setting it tells JupyterHub they are handled."""
+
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
 OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
                      "uid", "gid", "allow-other")
@@ -232,6 +237,10 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawne
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return self.studio_options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return _applied_at_start
 
     @default("delete_grace_period")
     def _default_delete_grace_period(self) -> int:
