@@ -16,7 +16,9 @@ import pytest
 import requests
 
 from devcluster.demo import HUB_CONFIG, demo_env
-from studio_spawner.cli import load_config, offline_spawner
+from studio_spawner.cli import load_config
+from studio_spawner.home.config import catalog_view
+from studio_spawner.spawner import StudioSpawner
 
 from ..hub_fixtures import Hub, start_hub
 from ..studio_fixtures import spawn_failure, studio_hub_config, wait_for_server
@@ -95,7 +97,7 @@ def test_the_pod_installs_the_hub_lock_and_the_home_shows_the_build(conda_hub, d
     """The demo form's example (./dev run) builds; without ipykernel it still is a kernel."""
     for name, value in demo_env(devcluster).items():
         monkeypatch.setenv(name, value)
-    demo = offline_spawner(load_config(str(HUB_CONFIG)), "gus", "env")
+    demo = catalog_view(StudioSpawner, load_config(str(HUB_CONFIG)))
     assert demo.image_example() == devcluster.image("notebook")  # an allowed registry's
     example = demo.environment_yml_example
     assert "studio-hello" in example and "ipykernel" not in example
