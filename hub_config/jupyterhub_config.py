@@ -153,6 +153,11 @@ if os.environ.get("STUDIO_DEMO_IMAGE"):
     c.StudioSpawner.allowed_registries = ["registry.studio.test/**", "private.studio.test/**"]
     c.StudioSpawner.conda_channels = [os.environ["STUDIO_DEMO_CHANNEL"]]
     c.StudioSpawner.conda_channel_alias = os.environ["STUDIO_DEMO_CHANNEL_ALIAS"]
+    # The form's examples name what this demo offers: the channel's packages, its registry.
+    c.StudioSpawner.environment_yml_example = (
+        f"channels:\n  - {os.environ['STUDIO_DEMO_CHANNEL']}\ndependencies:\n  - python\n"
+        "  - studio-hello\n")
+    c.StudioSpawner.custom_image_example = os.environ["STUDIO_DEMO_IMAGE"]
     c.StudioSpawner.data_repositories = []
     if os.environ.get("STUDIO_DEMO_S3_ENDPOINT"):  # demo buckets on a local S3 server (moto)
         c.StudioSpawner.aws_endpoint_url = os.environ["STUDIO_DEMO_S3_ENDPOINT"]

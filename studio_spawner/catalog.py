@@ -23,6 +23,7 @@ from .validators import (
     aws_region_error,
     bucket_name_error,
     parse_image,
+    registry_allowed,
     registry_pattern_error,
     s3_prefix_error,
 )
@@ -232,6 +233,12 @@ class StudioCatalog(Configurable):
         as docker.io/<path> (docker.io/library/<name> for official images). '*' alone allows
         every registry.""",
     )
+    custom_image_example = Unicode(
+        "quay.io/jupyter/scipy-notebook:2024-07-29",
+        config=True,
+        help="""The example image reference shown in the form's empty custom image field;
+        shown only when allowed_registries admits it ('' shows none).""",
+    )
     ecr_allowed_accounts = List(
         Unicode(),
         config=True,
@@ -269,11 +276,24 @@ class StudioCatalog(Configurable):
         help="""Where channel names point (conda's channel_alias), for the hub's solve and the
         studios' builds (set in pods as CONDA_CHANNEL_ALIAS when changed); e.g. a mirror.""",
     )
+    conda_kernel_package = Unicode(
+        "ipykernel",
+        config=True,
+        help="""Added to an environment.yml's dependencies unless it names ipykernel or
+        r-irkernel already, so every env a user builds becomes a Jupyter kernel ('' adds
+        nothing; the conda_channels must have it).""",
+    )
     conda_pip_direct_urls = Bool(
         False,
         config=True,
         help="""Allow pip requirements from direct URLs and version control
         (git+https://…, name @ https://…) in an environment.yml.""",
+    )
+    environment_yml_example = Unicode(
+        "channels:\n  - conda-forge\ndependencies:\n  - numpy>=1.26\n  - pip:\n    - requests\n",
+        config=True,
+        help="""The example environment.yml shown in the form's empty Conda packages field:
+        name packages your conda_channels have, so a user who copies it gets a studio.""",
     )
     environment_yml_max_bytes = Integer(
         65536, min=1, max=FILE_MAX_BYTES, config=True,
@@ -462,6 +482,13 @@ class StudioCatalog(Configurable):
     def repository_entries(self) -> dict[str, DataRepository]:
         return {r.name: r for r in _entries(DataRepository, "data_repositories",
                                             self.data_repositories)}
+
+    def image_example(self) -> str:
+        """custom_image_example when allowed_registries admits it, else ''."""
+        image = parse_image(self.custom_image_example) if self.custom_image_example else ""
+        return self.custom_image_example if (
+            not isinstance(image, str) and registry_allowed(image, self.allowed_registries)
+        ) else ""
 
     def conda_policy(self) -> CondaPolicy:
         """The environment.yml policy: channels, channel alias, pip direct URLs."""

@@ -108,7 +108,9 @@ class CondaBuild(Configurable):
         environment, _ = parse_environment(
             text, self.conda_policy(), len(text.encode()) + 1  # type: ignore[attr-defined]
         )
-        return environment or CondaEnvironment()
+        return (environment or CondaEnvironment()).with_kernel(
+            self.conda_kernel_package  # type: ignore[attr-defined]
+        )
 
     async def prepare_conda(self, text: str) -> None:
         """Solve the environment.yml unless its lock is kept already; raise CondaBuildError."""
@@ -118,7 +120,7 @@ class CondaBuild(Configurable):
             return
         settings = self.conda_solve_settings()
         key = (text, settings.default_channels, settings.channel_alias, settings.platform,
-               settings.virtual_packages)
+               settings.virtual_packages, self.conda_kernel_package)  # type: ignore[attr-defined]
         digest = hashlib.sha256(repr(key).encode()).hexdigest()
         if self._conda_lock and self._conda_lock[0] == digest:
             return  # a restart builds the same env (same file, same channels and platform)

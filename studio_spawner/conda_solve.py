@@ -146,8 +146,15 @@ def _check_found(environment: CondaEnvironment, specs: Sequence[rattler.MatchSpe
     names = {record.name.normalized for group in found for record in group}
     missing = [text for text, spec in zip(environment.specs, specs)
                if spec.name.normalized not in names and not spec.name.normalized.startswith("__")]
+    where = " or ".join(_channel_label(c) for c in channels)
+    if missing == [environment.kernel] != [""]:
+        raise CondaSolveFailed(
+            f"{environment.kernel}, which is added so that the env becomes a Jupyter kernel, is "
+            f"not in {where}; name a kernel package from another allowed channel (e.g. "
+            "channel::ipykernel), or ask the administrator (setting conda_kernel_package)"
+        )
+    missing = [text for text in missing if text != environment.kernel]
     if missing:
-        where = " or ".join(_channel_label(c) for c in channels)
         listed = ", ".join(missing)
         raise CondaSolveFailed(
             f"{'package' if len(missing) == 1 else 'packages'} {listed} "

@@ -9,7 +9,7 @@ and `prefix:`) and `conda list --export` output are accepted.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import yaml
@@ -36,6 +36,9 @@ _URL_KEY = re.compile(r'[\[,]url="([^"]*)"')
 _LABEL = re.compile(r"/label/[^/]+$")
 _PACKAGE_FILE = re.compile(r"/[^/]+/[^/]+\.(?:tar\.bz2|conda)$")
 _EXPORT_LINE = re.compile(r"[^\s=]+(?:=[^\s=]+){0,2}")  # name=version=build
+_PIP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Packages that make an env a Jupyter kernel (the start-up program's `kernels` step).
+KERNEL_PACKAGES = ("ipykernel", "r-irkernel")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,20 @@ class CondaEnvironment:
     variables: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
     rewritten: bool = False  # conda list --export output, or a prefix: installers need to_yaml
+    kernel: str = ""  # the kernel package with_kernel added
+
+    def with_kernel(self, package: str) -> CondaEnvironment:
+        """This env with `package` (e.g. ipykernel) added, so it becomes a Jupyter kernel;
+        unchanged when it has no dependencies or names a kernel package already."""
+        if not package or not (self.specs or self.pip):
+            return self
+        named = {_spec_name(spec) for spec in self.specs}
+        named |= {_pip_name(line) for line in self.pip}
+        if named & {*KERNEL_PACKAGES, package.lower()}:
+            return self
+        note = f"{package} was added so that the env becomes a Jupyter kernel"
+        return replace(self, specs=(*self.specs, package), notes=(*self.notes, note),
+                       kernel=package)
 
     def to_yaml(self) -> str:
         """The normalised environment.yml (no `prefix:`; export lists become dependencies)."""
@@ -76,6 +93,16 @@ class CondaEnvironment:
             document["variables"] = dict(self.variables)
         notes = "".join(f"# note: {note}\n" for note in self.notes)
         return notes + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def _spec_name(spec: str) -> str:
+    parsed, _ = spec_problem(spec)
+    return parsed.name.normalized if parsed is not None and parsed.name else ""
+
+
+def _pip_name(line: str) -> str:
+    found = _PIP_NAME.match(line.strip())
+    return found.group().lower().replace("_", "-") if found else ""
 
 
 def validate_environment_yml(text: str, policy: CondaPolicy, max_bytes: int) -> list[str]:

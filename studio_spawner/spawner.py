@@ -54,10 +54,15 @@ from .pod_status import describe_event, pod_failure, running_step, with_pull_eve
 from .sharing import WorkspaceSharing
 from .startup import program_files
 from .stored_options import StoredOptionsGuard, install
-from .studio_status import FAILURE_KEY, SAVED_KEY, START_FAILED, LastFailure
+from .studio_status import FAILURE_KEY, FIELD_LABELS, SAVED_KEY, START_FAILED, LastFailure
 from .validators import text_error
 
 install()  # refuse spawn bodies before JupyterHub stores them (see stored_options.py)
+
+
+def _applied_at_start(spawner: Any, user_options: dict[str, Any]) -> None:
+    """JupyterHub's apply_user_options hook: nothing to do, the studio's start validates and
+    applies every option (parse_options). Setting it tells JupyterHub they are handled."""
 
 MOUNT_OPTION = re.compile(r"[a-z][a-z0-9-]*(?:[ =][A-Za-z0-9_./:=-]+)?")
 OUR_MOUNT_OPTIONS = ("read-only", "allow-delete", "allow-overwrite", "prefix", "region",
@@ -232,6 +237,10 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawne
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         return self.studio_options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return _applied_at_start
 
     @default("delete_grace_period")
     def _default_delete_grace_period(self) -> int:
@@ -509,7 +518,7 @@ class StudioSpawner(StoredOptionsGuard, WorkspaceSharing, CondaBuild, KubeSpawne
         except DataUnavailable as error:  # its message starts with the field, data[i]
             raise StudioStartError(str(error)) from error
         except CondaBuildError as error:
-            raise StudioStartError(f"environment_yml: {error}") from error
+            raise StudioStartError(f"{FIELD_LABELS['environment_yml']}: {error}") from error
         except ImageUnavailable as error:
             field = "template" if self.studio_options.template else "image"
             raise StudioStartError(f"{field}: {error}") from error

@@ -19,6 +19,8 @@ FAILURE_KEY = "studio_last_failure"
 SAVED_KEY = "studio_saved"
 REPORT_MAX = 16384  # characters of a build report kept in the state (the pod gives ≤ 4 KiB)
 START_FAILED = "The studio could not start: "  # spawner.StudioStartError's lead-in
+#: Form fields by the name the form shows, where a start failure's message names it so.
+FIELD_LABELS = {"environment_yml": "Conda packages"}
 LOG_DIR = "~/.local/share/studio/logs/"  # the full start-up logs, in the studio's home volume
 
 

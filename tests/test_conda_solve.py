@@ -37,7 +37,8 @@ def channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 library_package("numpy", "1.26", ("zlib <2",)),
                 library_package("pandas", "2.2", ("numpy >=1.26",)),
                 library_package("oldtool", "1.0", ("zlib <2",)),
-                library_package("newtool", "1.0", ("zlib >=2",))):
+                library_package("newtool", "1.0", ("zlib >=2",)),
+                library_package("ipykernel", "6.29")):
         build_package(root / "local", pkg)
     build_package(root / "other", library_package("samtools", "1.19", ("zlib",)))
     index_channel(root / "local")
@@ -159,7 +160,7 @@ async def test_the_spawn_fails_at_once_naming_the_field(spawner):
                             "environment_yml": "channels: [local]\ndependencies: [pandsa]\n"}
     with pytest.raises(StudioStartError) as caught:
         await spawner.load_user_options()
-    assert "environment_yml: package pandsa is not in local" in str(caught.value)
+    assert "Conda packages: package pandsa is not in local" in str(caught.value)
 
 
 async def test_unreachable_channels_fall_back_to_the_pod_with_a_note(spawner):
@@ -243,7 +244,7 @@ async def test_a_file_without_channels_gets_the_allowed_ones(spawner):
                             "environment_yml": "dependencies: [pandas]\n"}
     await spawner.load_user_options()
     sent = yaml.safe_load(secret_files(spawner)["environment.yml"])
-    assert sent == {"channels": ["local", "other"], "dependencies": ["pandas"]}
+    assert sent == {"channels": ["local", "other"], "dependencies": ["pandas", "ipykernel"]}
 
 
 def test_repodata_stays_in_memory_until_its_max_age(tmp_path):
@@ -252,3 +253,26 @@ def test_repodata_stays_in_memory_until_its_max_age(tmp_path):
     kept = gateway(str(tmp_path), 600)
     assert gateway(str(tmp_path), 600) is kept
     assert gateway(str(tmp_path), 0) is not kept  # older than 0 s: a fresh gateway
+
+
+async def test_an_env_without_a_kernel_package_gets_ipykernel(spawner):
+    spawner.user_options = {"name": "s", "template": "python",
+                            "environment_yml": "channels: [local]\ndependencies: [pandas]\n"}
+    await spawner.load_user_options()
+    files = secret_files(spawner)
+    assert "ipykernel-6.29-0.tar.bz2" in files["environment.lock"]
+    assert yaml.safe_load(files["environment.yml"])["dependencies"] == ["pandas", "ipykernel"]
+    assert "# note: ipykernel was added" in files["environment.yml"]
+
+
+async def test_a_kernel_package_the_channels_lack_is_named_as_the_admins(spawner):
+    spawner.conda_kernel_package = "their-kernel"
+    spawner.user_options = {"name": "s", "template": "python",
+                            "environment_yml": "channels: [local]\ndependencies: [pandas]\n"}
+    with pytest.raises(StudioStartError) as caught:
+        await spawner.load_user_options()
+    assert "Conda packages: their-kernel, which is added so that the env becomes a Jupyter " \
+        "kernel, is not in local" in str(caught.value)
+    spawner.conda_kernel_package = ""  # the admin turns it off: the env solves as written
+    await spawner.load_user_options()
+    assert "their-kernel" not in secret_files(spawner)["environment.lock"]

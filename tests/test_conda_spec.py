@@ -284,3 +284,24 @@ def test_env_vars_cannot_name_other_channels_or_indexes(catalog, name):
         parse_options({"name": "s", "template": "python", "env": {name: "https://evil.example/"}},
                       catalog)
     assert "set by the hub" in caught.value.by_field[f"env.{name}"]
+
+
+@pytest.mark.parametrize(("deps", "added"), [
+    ("[python, numpy]", True),
+    ("[numpy]", True),  # python comes with numpy: the env still gets a kernel
+    ("[python, {pip: [requests]}]", True),
+    ("[python, 'conda-forge::ipykernel>=6']", False),
+    ("[r-base, r-irkernel]", False),
+    ("[python, {pip: ['IPyKernel==6.29']}]", False),
+    ("[]", False),
+])
+def test_every_env_gets_a_kernel_package_unless_it_names_one(deps, added):
+    env, problems = parse_environment(f"channels: [conda-forge]\ndependencies: {deps}\n",
+                                      CondaPolicy(), MAX)
+    assert problems == [] and env is not None
+    kernelled = env.with_kernel("ipykernel")
+    assert (kernelled.specs[-1:] == ("ipykernel",)) is added
+    assert (kernelled.kernel == "ipykernel") is added
+    text = kernelled.to_yaml()
+    assert ("# note: ipykernel was added so that the env becomes a Jupyter kernel" in text) is added
+    assert env.with_kernel("") == env

@@ -127,3 +127,25 @@ def test_data_repositories_show_bucket_description_and_mode(catalog):
     assert "not renamed" in scratch.split("studio-data-row")[0]
     writable = [a["value"] for a in parse(html).named("data_writable")]
     assert writable == ["scratch"], "write access is offered only where the catalogue allows"
+
+
+def test_the_examples_come_from_the_settings(catalog):
+    catalog.environment_yml_example = "channels:\n  - studio\ndependencies:\n  - studio-hello\n"
+    catalog.allowed_registries = ["registry.studio.test/**"]
+    catalog.custom_image_example = "registry.studio.test/notebook:1"
+    form = parse(render_form(catalog, form_values(catalog, None)))
+    assert form.named("environment_yml")[0]["placeholder"] == catalog.environment_yml_example
+    assert form.named("image")[0]["placeholder"] == "registry.studio.test/notebook:1"
+
+
+def test_an_image_example_outside_the_allowed_registries_is_not_shown(catalog):
+    catalog.allowed_registries = ["registry.studio.test/**"]  # the default example is on quay.io
+    form = parse(render_form(catalog, form_values(catalog, None)))
+    assert "placeholder" not in form.named("image")[0]
+
+
+def test_the_form_says_the_env_becomes_a_kernel(catalog):
+    assert "ipykernel is added unless you list ipykernel or r-irkernel" in " ".join(
+        render_form(catalog, form_values(catalog, None)).split())
+    catalog.conda_kernel_package = ""
+    assert "studio-kernel-hint" not in render_form(catalog, form_values(catalog, None))

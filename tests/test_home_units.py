@@ -82,6 +82,8 @@ def test_failures_point_at_the_field_they_concern():
     bucket = LastFailure("The studio could not start: data[0]: bucket missing")
     assert failure_field(bucket, template) == "data"
     assert failure_field(LastFailure("The studio did not start in 300 seconds"), custom) is None
+    solve = LastFailure("The studio could not start: Conda packages: package numpy is not in x")
+    assert failure_field(solve, template | {"environment_yml": "- numpy"}) == "environment_yml"
 
 
 def test_workspace_managers_from_their_roles():
@@ -96,3 +98,20 @@ def test_an_image_that_cannot_be_pulled_is_no_build_failure_whichever_step_waits
     assert failure is not None and not failure.build_failed and failure.container is None
     recorded = LastFailure(f"The studio could not start: {failure.message}", failure.container)
     assert failure_field(recorded, {"template": None, "image": "x"}) == "image"
+
+
+def test_the_catalog_view_takes_only_its_settings_without_warnings(caplog):
+    from traitlets.config import Config
+
+    from studio_spawner.home.config import catalog_view
+    from studio_spawner.spawner import StudioSpawner
+
+    config = Config()
+    config.StudioSpawner.lifespan_default_hours = 3
+    config.StudioSpawner.conda_solve = True  # the spawner's, not the view's
+    config.StudioSpawner.start_timeout = 300  # KubeSpawner's
+    config.KubeSpawner.namespace = "studios"
+    with caplog.at_level("WARNING"):
+        view = catalog_view(StudioSpawner, config)
+    assert view.lifespan_default_hours == 3
+    assert not [r for r in caplog.records if "not recognized" in r.getMessage()]

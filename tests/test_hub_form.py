@@ -54,3 +54,4 @@ def test_api_body_uses_the_same_validator(hub):
     assert response.status_code == 400, response.text
     message = response.json()["message"]
     assert "lifespan_hours" in message and "labels.app" in message
+    assert "unhandled user_options" not in hub.log.read_text(), "the studio applies them"

@@ -123,6 +123,9 @@ def render_form(
         allow_conda_with_custom_image=catalog.allow_conda_with_custom_image,
         require_image_digest=catalog.require_image_digest,
         conda_channels=catalog.conda_channels,
+        environment_yml_example=catalog.environment_yml_example,
+        conda_kernel_package=catalog.conda_kernel_package,
+        image_example=catalog.image_example(),
         limits={"name": NAME_MAX, "description": DESCRIPTION_MAX},
         lifespan={
             "locked": catalog.lifespan_locked,

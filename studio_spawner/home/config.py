@@ -51,5 +51,14 @@ def _view_class(spawner_class: type | None) -> type[_CatalogView]:
 
 def catalog_view(spawner_class: type | None, config: Config) -> Any:
     """The lifespan policy and catalogue from ``c.StudioSpawner.*`` (or the spawner class's
-    own sections), without a spawner: one source of truth for the home and the service."""
-    return _view_class(spawner_class)(config=config)
+    own sections), without a spawner: one source of truth for the home and the service.
+
+    The view gets only the settings it has, so traitlets does not warn about the spawner's
+    others (conda_solve, KubeSpawner's, …) at every request."""
+    view = _view_class(spawner_class)
+    known = set(view.class_trait_names(config=True))
+    own = Config()
+    for section in view.section_names():
+        if section in config:
+            own[section] = Config({k: v for k, v in config[section].items() if k in known})
+    return view(config=own)

@@ -16,7 +16,7 @@ from jupyterhub import orm
 from jupyterhub.utils import isoformat
 
 from ..lifespan.studios import Studio, StudioRules
-from ..studio_status import LOG_DIR, LastFailure, derive_status
+from ..studio_status import FIELD_LABELS, LOG_DIR, LastFailure, derive_status
 from .servers import Permissions
 
 FIELD_OF_STEP = {"studio-user-env": "environment_yml"}  # a failed step → the field to fix
@@ -72,6 +72,12 @@ class StudioRow:
         return failure_field(self.failure, self.options)
 
     @property
+    def failure_field_label(self) -> str | None:
+        """The field the failure concerns, as the form names it."""
+        field = self.failure_field
+        return FIELD_LABELS.get(field, field) if field else None
+
+    @property
     def log_dir(self) -> str:
         return LOG_DIR
 
@@ -90,6 +96,7 @@ def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> st
         custom = options.get("source") == "custom" or not options.get("template")
         return "image" if custom else "template"
     head = text.split(":", 1)[0]
+    head = next((field for field, label in FIELD_LABELS.items() if label == head), head)
     root = head.split("[", 1)[0].split(".", 1)[0]
     return root if root.isidentifier() and root in options else None
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import signal
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -269,7 +271,19 @@ class LifespanService(Application):
         await self.sweep_forever()
 
     def start(self) -> None:
-        asyncio.run(self.run())
+        asyncio.run(self.run_until_signalled())
+
+    async def run_until_signalled(self) -> None:
+        """`run`, ended quietly by SIGINT (Ctrl-C of the hub's terminal) or SIGTERM (the hub
+        stopping its services)."""
+        loop = asyncio.get_running_loop()
+        main = asyncio.create_task(self.run())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, main.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        if main.cancelled():
+            self.log.info("Stopped")
 
 
 main = LifespanService.launch_instance

@@ -6,6 +6,7 @@ Time unit: one lifespan "hour" is ``HOUR`` seconds (``hour_seconds``), nothing e
 from __future__ import annotations
 
 import re
+import signal
 import time
 from datetime import datetime, timezone
 
@@ -340,3 +341,13 @@ def test_injected_clock_in_process(hub, spawn, tmp_path) -> None:
     assert hub.is_ready("kim", "clock")
     assert "kim/clock" in sweep_at(started + timedelta(hours=2))
     wait_gone(hub, "kim", "clock")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_service_quietly(hub, lifespan, sig) -> None:
+    """Ctrl-C of `./dev run` (SIGINT to the process group) or the hub's SIGTERM: no traceback."""
+    svc = lifespan()
+    assert svc.proc is not None
+    svc.proc.send_signal(sig)
+    assert svc.proc.wait(10) == 0
+    assert "Traceback" not in svc.logs() and "KeyboardInterrupt" not in svc.logs()

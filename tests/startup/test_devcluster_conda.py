@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from devcluster.demo import HUB_CONFIG, demo_env
+from studio_spawner.cli import load_config
+from studio_spawner.home.config import catalog_view
+from studio_spawner.spawner import StudioSpawner
+
 from ..hub_fixtures import Hub, start_hub
 from ..studio_fixtures import spawn_failure, studio_hub_config, wait_for_server
 from .test_devcluster_kernels import run_code
@@ -63,7 +68,7 @@ def test_a_missing_package_fails_before_the_pod(conda_hub, channel, devcluster):
     seconds, message = spawn_failure(conda_hub, "fay", "env",
                                      options(channel, "python", "no-such-package-xyz"))
     assert seconds < 15, f"took {seconds:.1f} s"
-    assert f"environment_yml: package no-such-package-xyz is not in {channel}" in message
+    assert f"Conda packages: package no-such-package-xyz is not in {channel}" in message
     pods = devcluster.request("GET", "/api/v1/namespaces/default/pods")["items"]
     assert not any(p["metadata"]["name"] == "jupyter-fay--env" for p in pods)
 
@@ -87,11 +92,20 @@ def start_and_read_build(hub: Hub, user: str, server: str, spec: dict) -> dict:
     return json.loads(asyncio.run(run_code(ws_url, hub.token, code)))
 
 
-def test_the_pod_installs_the_hub_lock_and_the_home_shows_the_build(conda_hub, channel):
+def test_the_pod_installs_the_hub_lock_and_the_home_shows_the_build(conda_hub, devcluster,
+                                                                    monkeypatch):
+    """The demo form's example (./dev run) builds; without ipykernel it still is a kernel."""
+    for name, value in demo_env(devcluster).items():
+        monkeypatch.setenv(name, value)
+    demo = catalog_view(StudioSpawner, load_config(str(HUB_CONFIG)))
+    assert demo.image_example() == devcluster.image("notebook")  # an allowed registry's
+    example = demo.environment_yml_example
+    assert "studio-hello" in example and "ipykernel" not in example
     seen = start_and_read_build(conda_hub, "gus", "env",
-                                options(channel, "python", "ipykernel", "studio-hello"))
+                                {"name": "Conda", "template": "demo", "environment_yml": example})
     assert seen["status"]["state"] == "built" and seen["status"]["locked"] is True
     assert "studio-hello-1.0-0.tar.bz2" in seen["lock"]
+    assert "ipykernel-7.4.0-0.tar.bz2" in seen["lock"]  # added by the hub: the kernel works
     assert "Solving" not in seen["log"] and "Installing" in seen["log"]
     conda_hub.api("DELETE", "/users/gus/servers/env")
 
