@@ -19,7 +19,8 @@ FAILURE_KEY = "studio_last_failure"
 SAVED_KEY = "studio_saved"
 REPORT_MAX = 16384  # characters of a build report kept in the state (the pod gives ≤ 4 KiB)
 START_FAILED = "The studio could not start: "  # spawner.StudioStartError's lead-in
-LOG_DIR = "~/.local/share/studio/logs/"  # the full start-up logs, in the studio's home volume
+LOG_DIR = "~/.local/state/studio/"  # <step>.log of each start-up step (studio_startup.py)
+INIT_SCRIPT_FAILED = "Your init script "  # how the start-up program reports the init script
 
 
 @dataclass(frozen=True)

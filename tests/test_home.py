@@ -167,7 +167,7 @@ def test_a_start_that_fails_at_once_shows_errored_with_the_reason(hub):
             break
         time.sleep(0.5)
     assert 'data-status="errored"' in page and 'id="studio-report"' in page
-    assert "~/.local/share/studio/logs/" in page
+    assert "~/.local/state/studio/" in page
 
 
 def test_lifespan_policy_endpoint_is_the_spawners_policy(hub):

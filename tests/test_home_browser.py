@@ -314,7 +314,7 @@ def test_status_of_each_state_over_http(hub):
     assert status("conda") == "build-failed"
     page = session.get(f"{hub.url}/hub/studios/ann/conda", timeout=30).text
     assert "Build report" in page and "PackagesNotFoundError: nope" in page
-    assert "~/.local/share/studio/logs/" in page
+    assert "~/.local/state/studio/" in page
 
     start("plain")
     assert set(watch("plain", "running")) <= {"starting", "running"}

@@ -16,7 +16,7 @@ from jupyterhub import orm
 from jupyterhub.utils import isoformat
 
 from ..lifespan.studios import Studio, StudioRules
-from ..studio_status import LOG_DIR, LastFailure, derive_status
+from ..studio_status import INIT_SCRIPT_FAILED, LOG_DIR, LastFailure, derive_status
 from .servers import Permissions
 
 FIELD_OF_STEP = {"studio-user-env": "environment_yml"}  # a failed step → the field to fix
@@ -77,7 +77,8 @@ class StudioRow:
 
 
 def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> str | None:
-    """The form field a failure concerns: the build step, the image, or the field it names.
+    """The form field a failure concerns: the build step, the init script, the image, or the
+    field it names.
 
     ``options``: the saved options, or the form's values (with ``source``).
     """
@@ -86,6 +87,8 @@ def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> st
     text = failure.summary
     if failure.step in FIELD_OF_STEP:
         return FIELD_OF_STEP[failure.step]
+    if INIT_SCRIPT_FAILED in text:
+        return "init_script"
     if failure.step is None and ("image" in text.split(":", 1)[0] or ": the image " in text):
         custom = options.get("source") == "custom" or not options.get("template")
         return "image" if custom else "template"
