@@ -82,6 +82,10 @@ def test_failures_point_at_the_field_they_concern():
     bucket = LastFailure("The studio could not start: data[0]: bucket missing")
     assert failure_field(bucket, template) == "data"
     assert failure_field(LastFailure("The studio did not start in 300 seconds"), custom) is None
+    init = LastFailure("The studio could not start: container 'notebook' failed with exit code "
+                       "1: Studio start-up step 'run' failed: Your init script failed (exit code "
+                       "3). Its last output:\nabout to fail", "notebook")
+    assert failure_field(init, template) == "init_script"
 
 
 def test_workspace_managers_from_their_roles():

@@ -63,6 +63,10 @@ async def test_main_container_gets_image_env_and_wrapper():
     assert main["args"][:5] == ["/bin/sh", "/etc/studio/studio_startup.sh", "run", "--",
                                 "jupyterhub-singleuser"]
     assert main["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # ready once the server listens (after the init script): a failing init script fails the
+    # start itself instead of the hub waiting for a server that is gone
+    assert main["readinessProbe"]["tcpSocket"] == {"port": "notebook-port"}
+    assert any(p["name"] == "notebook-port" for p in main["ports"])
 
 
 async def test_resources_from_the_preset():
@@ -185,6 +189,8 @@ async def test_init_containers_keep_the_admins_container_settings():
         assert container["envFrom"] == [{"configMapRef": {"name": "proxies"}}]
         assert container["securityContext"]["runAsNonRoot"] is True
         assert "readinessProbe" not in container and "ports" not in container
+    assert pod["spec"]["containers"][0]["readinessProbe"] == {
+        "httpGet": {"path": "/", "port": 8888}}, "the admin's own probe stays"
 
 
 @pytest.mark.parametrize("admin_home, expected", [(None, "/home/jovyan"), ("/srv/me", "/srv/me")])
