@@ -195,6 +195,31 @@ def test_a_start_that_fails_at_once_shows_errored_with_the_reason(hub):
     assert "~/.local/state/studio/" in page
 
 
+def test_a_default_server_in_use_is_a_studio_on_the_home(hub):
+    """Started from the stock Home page (the default server, ""): listed with its actions."""
+    hub.api("POST", "/users", json={"usernames": ["hank"]})
+    session = hub.login("hank")
+    assert "You have no studios yet" in session.get(f"{hub.url}/hub/studios", timeout=30).text
+    hub.api("POST", "/users/hank/server", json={"name": "From Home", "template": "python"})
+    deadline = time.monotonic() + 30
+    while 'data-status="errored"' not in (page := session.get(f"{hub.url}/hub/studios",
+                                                              timeout=30).text):
+        assert time.monotonic() < deadline, "the default server is not listed as errored"
+        time.sleep(0.5)
+    row = page.split('data-server=""', 1)[1].split("</tr>", 1)[0]
+    assert "From Home" in row and 'href="/hub/studios/hank/"' in row
+    assert 'data-action="start"' in row and 'href="/hub/studios/hank//edit"' in row
+    assert 'data-action="delete"' not in row, "JupyterHub keeps every user's default server"
+    details = session.get(f"{hub.url}/hub/studios/hank/", timeout=30)
+    assert details.status_code == 200 and "the default server" in details.text
+    edit = session.get(f"{hub.url}/hub/studios/hank//edit", timeout=30)
+    assert edit.status_code == 200 and 'value="From Home"' in edit.text
+    saved = post(hub, session, "studios/hank//edit", name="Renamed", environment_source="template",
+                 template="python", action="save")
+    assert saved.headers["Location"].startswith("/hub/studios/hank/?"), saved.headers
+    assert "Renamed" in session.get(f"{hub.url}/hub/studios", timeout=30).text
+
+
 def test_lifespan_policy_endpoint_is_the_spawners_policy(hub):
     policy = hub.api("GET", "/studios/lifespan-policy")
     assert policy.status_code == 200, policy.text

@@ -31,9 +31,17 @@ from ..options import form_to_raw
 from ..studio_status import START_FAILED, LastFailure
 from .config import StudioHome, catalog_view
 from .rows import StudioRow, failure_field, studio_row
-from .servers import VIEWS, managed_workspaces, permissions, server_name_for, spawners_for_view
+from .servers import (
+    VIEWS,
+    listed,
+    managed_workspaces,
+    permissions,
+    server_name_for,
+    spawners_for_view,
+)
 
-SERVER = r"([^/]+)"
+OWNER = r"([^/]+)"
+SERVER = r"([^/]*)"  # "": the user's default server (/hub/studios/<owner>/)
 POLICY_ROUTE = "/api" + POLICY_PATH  # under the hub's API (/hub/api)
 FORM_BANNER = ""  # the form's error "field" shown in its banner (concerns no one field)
 SPAWN_END_SECONDS = 5  # how long a failed start's form waits for the spawn to end
@@ -88,7 +96,7 @@ class HomeHandler(BaseHandler):
         """The owner, the server's row and what I may do; 404 when I may not see it."""
         user = self.find_user(owner_name)
         orm_spawner = user.orm_spawners.get(server) if user else None
-        if orm_spawner is None or not server:
+        if orm_spawner is None or not listed(orm_spawner):
             raise web.HTTPError(404, f"No studio {owner_name}/{server}")
         row = self.row(orm_spawner)
         visible = row.can.open or row.can.manage or row.can.edit or self._may_read(row)
@@ -102,8 +110,9 @@ class HomeHandler(BaseHandler):
             filters is not None and row.owner in filters.get("user", ()))
 
     def studio_url(self, owner: str, server: str, *parts: str) -> str:
-        return url_path_join(self.hub.base_url, "studios", quote(owner, safe=""),
-                             quote(server, safe=""), *parts)
+        """A studio's page (or ``parts`` under it); the default server's is ``…/<owner>/``."""
+        path = "/".join([quote(owner, safe=""), quote(server, safe=""), *parts])
+        return url_path_join(self.hub.base_url, "studios") + "/" + path
 
     def form_data(self) -> dict[str, list[str]]:
         return {key: [value.decode("utf8") for value in values]
@@ -374,7 +383,7 @@ def handlers() -> list[tuple[str, type[BaseHandler]]]:
         (r"/studios/?", StudiosHandler),
         (r"/studios/new", NewStudioHandler),
         (POLICY_ROUTE, LifespanPolicyHandler),
-        (rf"/studios/{SERVER}/{SERVER}/edit", EditStudioHandler),
-        (rf"/studios/{SERVER}/{SERVER}/extend", ExtendHandler),
-        (rf"/studios/{SERVER}/{SERVER}/?", StudioHandler),
+        (rf"/studios/{OWNER}/{SERVER}/edit", EditStudioHandler),
+        (rf"/studios/{OWNER}/{SERVER}/extend", ExtendHandler),
+        (rf"/studios/{OWNER}/{SERVER}/?", StudioHandler),
     ]

@@ -19,6 +19,7 @@ from ..lifespan.studios import Studio, StudioRules
 from ..studio_status import INIT_SCRIPT_FAILED, LOG_DIR, LastFailure, derive_status
 from .servers import Permissions
 
+DEFAULT_STUDIO_NAME = "Default studio"  # the default server ("") without a saved name
 FIELD_OF_STEP = {"studio-user-env": "environment_yml"}  # a failed step → the field to fix
 
 
@@ -55,7 +56,7 @@ class StudioRow:
 
     @property
     def display_name(self) -> str:
-        return str(self.options.get("name") or self.server)
+        return str(self.options.get("name") or self.server or DEFAULT_STUDIO_NAME)
 
     @property
     def private(self) -> bool:

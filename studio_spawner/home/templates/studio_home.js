@@ -76,8 +76,8 @@
       if (settled) { return; }
       settled = true;
       if (action === "start" && owner === data.user) {
-        window.location.href = base + "spawn-pending/" + encodeURIComponent(owner) + "/" +
-          encodeURIComponent(server);
+        window.location.href = base + "spawn-pending/" + encodeURIComponent(owner) +
+          (server ? "/" + encodeURIComponent(server) : "");  // "": the default server
       } else {
         window.location.reload();
       }
