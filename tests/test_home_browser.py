@@ -278,6 +278,10 @@ def test_failing_init_script_comes_back_beside_its_field_and_is_kept(hub, browse
     assert time.monotonic() - began < 100, "the start fails as the script does"
     log = hub.log.read_text()
     assert "never showed up" not in log and "Exception is not set" not in log
+    failed.locator("button[data-action=delete]").click()
+    page.click("#studio-delete-confirm")
+    expect(page.locator("#studio-message")).to_contain_text("Deleted Init fails")
+    expect(row(page, "ann", "init-fails")).to_have_count(0)
 
 
 def test_image_pull_failure_names_the_image_field_and_keeps_the_form(hub, browser):
