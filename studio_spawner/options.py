@@ -218,7 +218,9 @@ def _environment(data: _Input, catalog: StudioCatalog) -> tuple[Template | None,
             data.errors.add("image", "choose either a template or a custom image, not both")
         return template, template.image
     if custom in (None, ""):
-        data.errors.add("template", "choose a template or enter a custom image")
+        # "": the form's Custom image chosen and left empty: say so beside that field
+        field = "image" if custom == "" and catalog.allow_custom_images else "template"
+        data.errors.add(field, "choose a template or enter a custom image")
         return None, ""
     if not catalog.allow_custom_images:
         data.errors.add("image", "custom images are turned off here; choose a template")

@@ -23,6 +23,7 @@ CONNECT_CONTAINER = "studio-connect"
 CONNECT_HEALTH_PATH = "/_connect/health"
 TOOL_PORT_VAR = "CONNECT_TOOL_PORT"
 NOBODY = 65534
+SERVER_PORT_NAME = "notebook-port"  # KubeSpawner's name for the server's port
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def apply_studio(
     else:
         # The wrapper goes in args: the image's ENTRYPOINT (e.g. tini -g -- start.sh) still runs.
         main["args"] = ["/bin/sh", LAUNCHER, "run", "--", *(main.get("args") or [])]
+        _ready_once_listening(main)
         # The user's variables go to the server and their conda build only.
         spec["initContainers"] = (spec.get("initContainers") or []) + [
             _step_container(main, step, user_env if step == "user-env" else [])
@@ -146,6 +148,17 @@ def apply_studio(
     return pod
 
 
+def _ready_once_listening(main: dict[str, Any]) -> None:
+    """Ready once the server listens (after the init script): the start waits for it, so a
+    failing init script fails the start itself, with its output (not the hub's wait for a
+    server that is gone). An admin's own readiness probe stays."""
+    if main.get("readinessProbe") or not any(
+            p.get("name") == SERVER_PORT_NAME for p in main.get("ports") or []):
+        return
+    main["readinessProbe"] = {"tcpSocket": {"port": SERVER_PORT_NAME}, "periodSeconds": 1,
+                              "timeoutSeconds": 2, "failureThreshold": 3}
+
+
 def tool_env(tool: ToolPod) -> list[dict[str, str]]:
     """What the tool container learns: the port it must listen on."""
     return [{"name": TOOL_PORT_VAR, "value": str(tool.tool_port)}]
@@ -158,7 +171,7 @@ def _run_tool(spec: dict[str, Any], main: dict[str, Any], tool: ToolPod) -> None
         main["command"] = list(tool.command)
     else:
         main.pop("command", None)  # the image's own ENTRYPOINT and CMD
-    ports = main.get("ports") or [{"name": "notebook-port", "containerPort": tool.server_port}]
+    ports = main.get("ports") or [{"name": SERVER_PORT_NAME, "containerPort": tool.server_port}]
     # The server port moves to studio-connect; every container needs a ports list, since
     # KubeSpawner reads each one's while looking for 'notebook-port'.
     main["ports"] = [{"name": "tool-port", "containerPort": tool.tool_port}]

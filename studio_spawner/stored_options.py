@@ -130,14 +130,18 @@ class StoredOptionsGuard(LoggingConfigurable):
         pending = self._pending_secrets
         return join_secrets(public, pending if pending is not None else self._studio_secrets or {})
 
-    def saved_options_for_form(self) -> dict[str, Any]:
-        """The saved options to pre-fill the form; secrets only for the owner's own form."""
+    def saved_secrets_for_requester(self) -> dict[str, Any] | None:
+        """The saved secrets (env values, init script) for the owner; None for anyone else."""
         handler = self._handler()
         requester = handler.current_user if handler is not None else None
         own = requester is not None and getattr(requester, "kind", None) == "user" and (
             requester.name == self.user.name)
+        return dict(self._studio_secrets or {}) if own else None
+
+    def saved_options_for_form(self) -> dict[str, Any]:
+        """The saved options to pre-fill the form; secrets only for the owner's own form."""
         saved = dict(getattr(self.orm_spawner, "user_options", None) or self.user_options or {})
-        return join_secrets(split_secrets(saved)[0], (self._studio_secrets or {}) if own else {})
+        return join_secrets(split_secrets(saved)[0], self.saved_secrets_for_requester() or {})
 
     def save_options(self, stored: Mapping[str, Any]) -> None:
         """Store valid, normalised options: the public part for the hub, secrets in state."""

@@ -21,7 +21,8 @@ REPORT_MAX = 16384  # characters of a build report kept in the state (the pod gi
 START_FAILED = "The studio could not start: "  # spawner.StudioStartError's lead-in
 #: Form fields by the name the form shows, where a start failure's message names it so.
 FIELD_LABELS = {"environment_yml": "Conda packages"}
-LOG_DIR = "~/.local/share/studio/logs/"  # the full start-up logs, in the studio's home volume
+LOG_DIR = "~/.local/state/studio/"  # <step>.log of each start-up step (studio_startup.py)
+INIT_SCRIPT_FAILED = "Your init script "  # how the start-up program reports the init script
 
 
 @dataclass(frozen=True)

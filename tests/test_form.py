@@ -104,6 +104,16 @@ def test_errors_show_next_to_their_fields_and_keep_what_was_typed(catalog):
     assert "<details class=\"studio-section\" open" in html, "advanced opens to show its error"
 
 
+def test_errors_of_fields_not_shown_go_in_the_banner(catalog):
+    typed = {"name": ["S"], "environment_source": ["custom"], "image": [""]}
+    errors = {"template": "choose a template or enter a custom image", "": "too many studios"}
+    html = render_form(catalog, submitted_values(typed), errors=errors)
+    banner = html.split('studio-summary', 1)[1].split("</div>", 1)[0]
+    assert "choose a template or enter a custom image" in banner, "template is hidden"
+    assert "too many studios" in banner and "marked below" not in banner
+    assert not parse(html).errors
+
+
 def test_field_errors_group_nested_fields():
     shown = field_errors({"data[1].writable": "read-only", "labels.app": "reserved"})
     assert shown == {"data": "read-only", "labels": "app: reserved"}

@@ -90,6 +90,15 @@ def test_invalid_new_studio_keeps_the_input_and_creates_nothing(hub):
     assert all_servers(hub, "ben") == {}
 
 
+def test_an_empty_custom_image_is_marked_on_the_image_field(hub):
+    session = hub.login("ben")
+    response = post(hub, session, "studios/new", name="Custom", environment_source="custom",
+                    image="", action="add")
+    assert response.status_code == 400
+    assert re.search(r'data-field="image">[^<]*choose a template or enter a custom image',
+                     response.text)
+
+
 def test_rejected_starts_leave_no_empty_studio(hub):
     hub.api("POST", "/users", json={"usernames": ["cal"]})
     refused = hub.api("POST", "/users/cal/servers/typo", json={"lifespan_hours": 0})
@@ -130,6 +139,20 @@ def test_edit_changes_options_for_the_next_start_and_duplicate_copies_them(hub):
     assert "env" not in options, "env values stay in the spawner's state, not user_options"
     edit = session.get(f"{hub.url}/hub/studios/eve/original/edit", timeout=30)
     assert "A=2" in edit.text, "the owner's form shows the saved env values"
+    flash = session.get(f"{hub.url}{saved.headers['Location']}", timeout=30).text
+    assert "Saved Original" in flash and "takes effect" not in flash
+    post(hub, session, "studios/eve/original/edit", name="Original", private="true",
+         environment_source="template", template="python", env="A=2\nTOKEN=s3cret",
+         init_script="echo hello-init", action="save")
+    details = session.get(f"{hub.url}/hub/studios/eve/original", timeout=30).text
+    variables = details.split("Environment variables", 1)[1].split("</tr>", 1)[0]
+    assert "<code>A</code>" in variables and "<code>TOKEN</code>" in variables
+    assert "s3cret" not in details, "names only: values may be secrets"
+    assert "echo hello-init" in details.split("Init script", 1)[1].split("</tr>", 1)[0]
+    admin = hub.login("admin").get(f"{hub.url}/hub/studios/eve/original", timeout=30).text
+    for title in ("Environment variables", "Init script"):
+        assert "hidden" in admin.split(title, 1)[1].split("</tr>", 1)[0], title
+    assert "echo hello-init" not in admin
     copy = session.get(f"{hub.url}/hub/studios/new?from=eve/original", timeout=30)
     assert 'value="Copy of Original"' in copy.text and "A=2" in copy.text
     other = hub.login("oz")
@@ -150,7 +173,9 @@ def test_the_limit_of_studios_is_a_message_on_the_form(hub):
     response = post(hub, session, "studios/new", name="One too many",
                     environment_source="template", template="python", action="add")
     assert response.status_code == 400
-    assert re.search(r'data-field="name">[^<]*3 studios, the most allowed', response.text)
+    banner = response.text.split("studio-summary", 1)[1].split("</div>", 1)[0]
+    assert "3 studios, the most allowed" in banner, "a banner, not an error on Name"
+    assert "data-field=" not in response.text
     assert len(all_servers(hub, "fay")) == 3
 
 
@@ -167,7 +192,32 @@ def test_a_start_that_fails_at_once_shows_errored_with_the_reason(hub):
             break
         time.sleep(0.5)
     assert 'data-status="errored"' in page and 'id="studio-report"' in page
-    assert "~/.local/share/studio/logs/" in page
+    assert "~/.local/state/studio/" in page
+
+
+def test_a_default_server_in_use_is_a_studio_on_the_home(hub):
+    """Started from the stock Home page (the default server, ""): listed with its actions."""
+    hub.api("POST", "/users", json={"usernames": ["hank"]})
+    session = hub.login("hank")
+    assert "You have no studios yet" in session.get(f"{hub.url}/hub/studios", timeout=30).text
+    hub.api("POST", "/users/hank/server", json={"name": "From Home", "template": "python"})
+    deadline = time.monotonic() + 30
+    while 'data-status="errored"' not in (page := session.get(f"{hub.url}/hub/studios",
+                                                              timeout=30).text):
+        assert time.monotonic() < deadline, "the default server is not listed as errored"
+        time.sleep(0.5)
+    row = page.split('data-server=""', 1)[1].split("</tr>", 1)[0]
+    assert "From Home" in row and 'href="/hub/studios/hank/"' in row
+    assert 'data-action="start"' in row and 'href="/hub/studios/hank//edit"' in row
+    assert 'data-action="delete"' not in row, "JupyterHub keeps every user's default server"
+    details = session.get(f"{hub.url}/hub/studios/hank/", timeout=30)
+    assert details.status_code == 200 and "the default server" in details.text
+    edit = session.get(f"{hub.url}/hub/studios/hank//edit", timeout=30)
+    assert edit.status_code == 200 and 'value="From Home"' in edit.text
+    saved = post(hub, session, "studios/hank//edit", name="Renamed", environment_source="template",
+                 template="python", action="save")
+    assert saved.headers["Location"].startswith("/hub/studios/hank/?"), saved.headers
+    assert "Renamed" in session.get(f"{hub.url}/hub/studios", timeout=30).text
 
 
 def test_lifespan_policy_endpoint_is_the_spawners_policy(hub):

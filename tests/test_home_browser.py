@@ -250,6 +250,40 @@ def test_build_failure_comes_back_to_the_form_and_its_report_stays(hub, browser)
     assert not state.get("ready")
 
 
+def test_failing_init_script_comes_back_beside_its_field_and_is_kept(hub, browser):
+    page = login(browser, hub, "ann")
+    page.goto(f"{hub.url}/hub/studios/new")
+    page.fill("#studio-name", "Init fails")
+    if page.locator("select[name=workspace]").count():
+        page.select_option("select[name=workspace]", "genomics")
+    page.click("details.studio-section > summary")
+    page.fill("#studio-init", "echo about-to-fail; exit 3")
+    began = time.monotonic()
+    page.click("#studio-add-start")
+    page.wait_for_url(re.compile(r".*/hub/(studios/new|spawn-pending/ann/init-fails).*"),
+                      timeout=START_MS)
+    if "spawn-pending" in page.url:  # slower than the hub's slow_spawn_timeout
+        assert not wait_for_server(hub, "ann", "init-fails", timeout=START_MS / 1000).get("ready")
+        expect(page.locator("#progress-message")).to_contain_text("init script")
+        page.click("#studio-back")
+    error = page.locator(".studio-error[data-field=init_script]")
+    expect(error).to_contain_text("Your init script failed (exit code 3)")
+    expect(error).to_contain_text("about-to-fail")
+    expect(error).to_be_visible()  # Advanced opens to show it
+    expect(page.locator("#studio-init")).to_have_value("echo about-to-fail; exit 3")
+    page.goto(f"{hub.url}/hub/studios")
+    failed = row(page, "ann", "init-fails")
+    expect(failed.locator(".studio-status")).to_have_attribute("data-status", "errored")
+    expect(failed.locator(".studio-failure")).to_contain_text("init script")
+    assert time.monotonic() - began < 100, "the start fails as the script does"
+    log = hub.log.read_text()
+    assert "never showed up" not in log and "Exception is not set" not in log
+    failed.locator("button[data-action=delete]").click()
+    page.click("#studio-delete-confirm")
+    expect(page.locator("#studio-message")).to_contain_text("Deleted Init fails")
+    expect(row(page, "ann", "init-fails")).to_have_count(0)
+
+
 def test_image_pull_failure_names_the_image_field_and_keeps_the_form(hub, browser):
     page = login(browser, hub, "ann")
     new_studio(page, hub, "Broken image", image=BROKEN_IMAGE, start=True)
@@ -314,7 +348,7 @@ def test_status_of_each_state_over_http(hub):
     assert status("conda") == "build-failed"
     page = session.get(f"{hub.url}/hub/studios/ann/conda", timeout=30).text
     assert "Build report" in page and "PackagesNotFoundError: nope" in page
-    assert "~/.local/share/studio/logs/" in page
+    assert "~/.local/state/studio/" in page
 
     start("plain")
     assert set(watch("plain", "running")) <= {"starting", "running"}

@@ -84,6 +84,10 @@ def test_failures_point_at_the_field_they_concern():
     assert failure_field(LastFailure("The studio did not start in 300 seconds"), custom) is None
     solve = LastFailure("The studio could not start: Conda packages: package numpy is not in x")
     assert failure_field(solve, template | {"environment_yml": "- numpy"}) == "environment_yml"
+    init = LastFailure("The studio could not start: container 'notebook' failed with exit code "
+                       "1: Studio start-up step 'run' failed: Your init script failed (exit code "
+                       "3). Its last output:\nabout to fail", "notebook")
+    assert failure_field(init, template) == "init_script"
 
 
 def test_workspace_managers_from_their_roles():

@@ -149,6 +149,10 @@ def test_template_and_custom_image_rules(catalog):
     with pytest.raises(OptionsError) as caught:
         parse_options({"name": "s"}, catalog)
     assert "choose a template" in caught.value.by_field["template"]
+    chose_custom = form_to_raw({"name": ["s"], "environment_source": ["custom"], "image": [""]})[0]
+    with pytest.raises(OptionsError) as caught:
+        parse_options(chose_custom, catalog)
+    assert "choose a template" in caught.value.by_field["image"], "the field the form shows"
     catalog.allow_custom_images = False
     with pytest.raises(OptionsError) as caught:
         parse_options({"name": "s", "image": "quay.io/x/y"}, catalog)

@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+import yaml
 from traitlets.config import Config
 
 from studio_spawner.cli import offline_spawner, render_documents
@@ -63,6 +64,10 @@ async def test_main_container_gets_image_env_and_wrapper():
     assert main["args"][:5] == ["/bin/sh", "/etc/studio/studio_startup.sh", "run", "--",
                                 "jupyterhub-singleuser"]
     assert main["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # ready once the server listens (after the init script): a failing init script fails the
+    # start itself instead of the hub waiting for a server that is gone
+    assert main["readinessProbe"]["tcpSocket"] == {"port": "notebook-port"}
+    assert any(p["name"] == "notebook-port" for p in main["ports"])
 
 
 async def test_resources_from_the_preset():
@@ -113,7 +118,9 @@ async def test_files_secret_carries_the_studio_files_unchanged():
     secret = rendered["secret"]
     files = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert files["init.sh"] == "echo {hello} $HOME"
-    assert files["environment.yml"] == OPTIONS["environment_yml"]
+    environment = yaml.safe_load(files["environment.yml"])
+    assert files["environment.yml"].startswith("# note: ipykernel was added")
+    assert environment == {"channels": ["conda-forge"], "dependencies": ["numpy", "ipykernel"]}
     assert json.loads(files["options.json"])["name"] == "RNA {seq}"
     assert files["studio_startup.sh"].startswith("#!/bin/sh")
     assert secret["metadata"]["name"] == "jupyter-alice--rna-files"
@@ -185,6 +192,8 @@ async def test_init_containers_keep_the_admins_container_settings():
         assert container["envFrom"] == [{"configMapRef": {"name": "proxies"}}]
         assert container["securityContext"]["runAsNonRoot"] is True
         assert "readinessProbe" not in container and "ports" not in container
+    assert pod["spec"]["containers"][0]["readinessProbe"] == {
+        "httpGet": {"path": "/", "port": 8888}}, "the admin's own probe stays"
 
 
 @pytest.mark.parametrize("admin_home, expected", [(None, "/home/jovyan"), ("/srv/me", "/srv/me")])

@@ -95,6 +95,30 @@ def field_errors(errors: Mapping[str, str]) -> dict[str, str]:
     return shown
 
 
+FORM_FIELDS = frozenset({
+    "name", "description", "workspace", "template", "image", "kind", "environment_yml", "data",
+    "private", "lifespan_hours", "env", "labels", "resources", "disk_gib", "init_script"})
+
+
+def shown_fields(catalog: StudioCatalog, values: Mapping[str, Any], *,
+                 workspaces: Sequence[str], presets: bool) -> set[str]:
+    """The fields the form shows now: an error on any other goes in the banner."""
+    hidden = set()
+    if values.get("source") == "custom":
+        hidden.add("template")
+    else:
+        hidden |= {"image", "kind"}
+    if not catalog.allow_custom_images:
+        hidden |= {"image", "kind"}
+    if not catalog.allow_custom_tools:
+        hidden.add("kind")
+    if len(workspaces) <= 1:
+        hidden.add("workspace")
+    if not presets:
+        hidden.add("resources")
+    return set(FORM_FIELDS - hidden)
+
+
 def render_form(
     catalog: StudioCatalog,
     values: Mapping[str, Any],
@@ -105,18 +129,22 @@ def render_form(
 ) -> str:
     """Render the form's HTML for the hub's spawn page."""
     template, css, js = _assets()
-    shown = field_errors(errors or {})
+    all_errors = field_errors(errors or {})
+    presets = catalog.presets_for(None)
+    fields = shown_fields(catalog, values, workspaces=workspaces, presets=bool(presets))
+    shown = {field: text for field, text in all_errors.items() if field in fields}
     advanced = {"env", "labels", "resources", "disk_gib", "init_script"}
     return template.render(
         css=css,
         js=js,
         values=values,
         errors=shown,
+        banner_errors=[text for field, text in all_errors.items() if field not in fields],
         advanced_open=bool(advanced & set(shown)),
         workspaces=list(workspaces),
         templates=list(catalog.template_entries().values()),
         repositories=list(catalog.repository_entries().values()),
-        presets=catalog.presets_for(None),
+        presets=presets,
         allow_custom_images=catalog.allow_custom_images,
         allow_custom_tools=catalog.allow_custom_tools,
         allowed_registries=catalog.allowed_registries,

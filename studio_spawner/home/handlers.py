@@ -9,6 +9,7 @@ checks them with its own scopes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -27,12 +28,23 @@ from ..lifespan.policy import PolicyError
 from ..lifespan.store import ExtensionStore
 from ..lifespan.studios import StudioRules
 from ..options import form_to_raw
+from ..studio_status import START_FAILED, LastFailure
 from .config import StudioHome, catalog_view
 from .rows import StudioRow, failure_field, studio_row
-from .servers import VIEWS, managed_workspaces, permissions, server_name_for, spawners_for_view
+from .servers import (
+    VIEWS,
+    listed,
+    managed_workspaces,
+    permissions,
+    server_name_for,
+    spawners_for_view,
+)
 
-SERVER = r"([^/]+)"
+OWNER = r"([^/]+)"
+SERVER = r"([^/]*)"  # "": the user's default server (/hub/studios/<owner>/)
 POLICY_ROUTE = "/api" + POLICY_PATH  # under the hub's API (/hub/api)
+FORM_BANNER = ""  # the form's error "field" shown in its banner (concerns no one field)
+SPAWN_END_SECONDS = 5  # how long a failed start's form waits for the spawn to end
 
 
 def duration_text(seconds: float | None) -> str:
@@ -84,7 +96,7 @@ class HomeHandler(BaseHandler):
         """The owner, the server's row and what I may do; 404 when I may not see it."""
         user = self.find_user(owner_name)
         orm_spawner = user.orm_spawners.get(server) if user else None
-        if orm_spawner is None or not server:
+        if orm_spawner is None or not listed(orm_spawner):
             raise web.HTTPError(404, f"No studio {owner_name}/{server}")
         row = self.row(orm_spawner)
         visible = row.can.open or row.can.manage or row.can.edit or self._may_read(row)
@@ -98,8 +110,9 @@ class HomeHandler(BaseHandler):
             filters is not None and row.owner in filters.get("user", ()))
 
     def studio_url(self, owner: str, server: str, *parts: str) -> str:
-        return url_path_join(self.hub.base_url, "studios", quote(owner, safe=""),
-                             quote(server, safe=""), *parts)
+        """A studio's page (or ``parts`` under it); the default server's is ``…/<owner>/``."""
+        path = "/".join([quote(owner, safe=""), quote(server, safe=""), *parts])
+        return url_path_join(self.hub.base_url, "studios") + "/" + path
 
     def form_data(self) -> dict[str, list[str]]:
         return {key: [value.decode("utf8") for value in values]
@@ -142,8 +155,9 @@ class StudioHandler(HomeHandler):
     @web.authenticated
     async def get(self, owner: str, server: str) -> None:
         user, orm_spawner, row = self.studio(owner, server)
+        secrets = user.spawners[server].saved_secrets_for_requester()
         await self.render("studio.html", row=row, catalog=self.catalog,
-                          home_volume=self.home_volume(user, server),
+                          home_volume=self.home_volume(user, server), secrets=secrets,
                           message=self.get_argument("message", ""),
                           error=self.get_argument("error", ""))
 
@@ -183,19 +197,42 @@ class FormHandler(HomeHandler):
 
     async def start_then_redirect(self, user: Any, server: str, spawner: Any,
                                   values: dict[str, Any]) -> None:
-        """Start; a fast failure comes back to the form, kept as typed, with the reason."""
+        """Start; a fast failure comes back to the form, kept as typed, with the reason beside
+        the field it concerns (in the banner when it concerns none)."""
+        before = spawner.last_failure
         try:
             await self.spawn_single_user(user, server)
         except Exception as error:
-            message = getattr(error, "jupyterhub_message", None) or str(error)
-            failure = spawner.last_failure
-            field = failure_field(failure, values) if failure else None
-            errors = {field or "name": message}
-            await self.show(spawner, values, errors, mode="edit", owner=user.name,
-                            server=server, status=400)
+            failure = await self.start_failure(spawner, error, before)
+            field = failure_field(failure, values) or FORM_BANNER
+            await self.show(spawner, values, {field: failure.message}, mode="edit",
+                            owner=user.name, server=server, status=400)
             return
         self.redirect(url_path_join(self.hub.base_url, "spawn-pending",
                                     quote(user.name, safe=""), quote(server, safe="")))
+
+    async def start_failure(self, spawner: Any, error: Exception,
+                            before: LastFailure | None) -> LastFailure:
+        """Why a start failed, as the spawner recorded it (its ``last_failure``).
+
+        The hub's handler may raise its own error (JupyterHub 5.5 can raise asyncio's
+        InvalidStateError while the spawn still runs): the spawn's own future says how it ended,
+        so wait a little for it; without a new recorded failure (``before`` is the one recorded
+        before), the error itself is recorded.
+        """
+        future = getattr(spawner, "_spawn_future", None)
+        if future is not None and not future.done():
+            await asyncio.wait([future], timeout=SPAWN_END_SECONDS)
+        if spawner.last_failure in (None, before):
+            reason = getattr(error, "jupyterhub_message", None) or str(error)
+            if isinstance(error, asyncio.InvalidStateError) or not reason:
+                reason = "the server stopped during its start; see the studio's page"
+            spawner.last_failure = failure = LastFailure.now(START_FAILED + reason)
+            if not spawner.active:
+                spawner.orm_spawner.state = spawner.get_state()
+                self.db.commit()
+            return failure
+        return spawner.last_failure
 
 
 class NewStudioHandler(FormHandler):
@@ -232,8 +269,8 @@ class NewStudioHandler(FormHandler):
         limit = await self.get_current_user_named_server_limit()
         named = [name for name in user.orm_spawners if name]
         if options and limit and len(named) >= limit:
-            errors = {"name": f"you have {len(named)} studios, the most allowed; delete one "
-                              "you no longer need first"}
+            errors = {FORM_BANNER: f"You have {len(named)} studios, the most allowed; delete "
+                                   "one you no longer need first."}
         if options is None or errors:
             await self.show(spawner, values, errors, mode="new", owner=user.name, status=400)
             return
@@ -281,9 +318,10 @@ class EditStudioHandler(FormHandler):
         if start and not spawner.active:
             await self.start_then_redirect(user, server, spawner, values)
             return
-        note = "takes effect at the next start" if spawner.active else "saved"
+        note = ("; its name and description change now, its other options at its next start"
+                if spawner.active else "")
         self.redirect(self.studio_url(user.name, server) + "?" + urlencode(
-            {"message": f"Options of {options['name']} {note}"}))
+            {"message": f"Saved {options['name']}{note}"}))
 
 
 class ExtendHandler(HomeHandler):
@@ -345,7 +383,7 @@ def handlers() -> list[tuple[str, type[BaseHandler]]]:
         (r"/studios/?", StudiosHandler),
         (r"/studios/new", NewStudioHandler),
         (POLICY_ROUTE, LifespanPolicyHandler),
-        (rf"/studios/{SERVER}/{SERVER}/edit", EditStudioHandler),
-        (rf"/studios/{SERVER}/{SERVER}/extend", ExtendHandler),
-        (rf"/studios/{SERVER}/{SERVER}/?", StudioHandler),
+        (rf"/studios/{OWNER}/{SERVER}/edit", EditStudioHandler),
+        (rf"/studios/{OWNER}/{SERVER}/extend", ExtendHandler),
+        (rf"/studios/{OWNER}/{SERVER}/?", StudioHandler),
     ]

@@ -16,9 +16,16 @@ from jupyterhub import orm
 from jupyterhub.utils import isoformat
 
 from ..lifespan.studios import Studio, StudioRules
-from ..studio_status import FIELD_LABELS, LOG_DIR, LastFailure, derive_status
+from ..studio_status import (
+    FIELD_LABELS,
+    INIT_SCRIPT_FAILED,
+    LOG_DIR,
+    LastFailure,
+    derive_status,
+)
 from .servers import Permissions
 
+DEFAULT_STUDIO_NAME = "Default studio"  # the default server ("") without a saved name
 FIELD_OF_STEP = {"studio-user-env": "environment_yml"}  # a failed step → the field to fix
 
 
@@ -55,7 +62,7 @@ class StudioRow:
 
     @property
     def display_name(self) -> str:
-        return str(self.options.get("name") or self.server)
+        return str(self.options.get("name") or self.server or DEFAULT_STUDIO_NAME)
 
     @property
     def private(self) -> bool:
@@ -83,7 +90,8 @@ class StudioRow:
 
 
 def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> str | None:
-    """The form field a failure concerns: the build step, the image, or the field it names.
+    """The form field a failure concerns: the build step, the init script, the image, or the
+    field it names.
 
     ``options``: the saved options, or the form's values (with ``source``).
     """
@@ -92,6 +100,8 @@ def failure_field(failure: LastFailure | None, options: Mapping[str, Any]) -> st
     text = failure.summary
     if failure.step in FIELD_OF_STEP:
         return FIELD_OF_STEP[failure.step]
+    if INIT_SCRIPT_FAILED in text:
+        return "init_script"
     if failure.step is None and ("image" in text.split(":", 1)[0] or ": the image " in text):
         custom = options.get("source") == "custom" or not options.get("template")
         return "image" if custom else "template"

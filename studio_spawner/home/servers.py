@@ -14,6 +14,7 @@ from jupyterhub import orm
 from jupyterhub.scopes import Scope
 from sqlalchemy import or_
 
+from ..studio_status import LastFailure
 from ..workspaces import WORKSPACE_NAME, group_name, manager_role_name
 
 SERVER_NAME_MAX = 30  # JupyterHub 6's rule for named servers
@@ -85,8 +86,9 @@ def managed_workspaces(role_names: Iterable[str]) -> list[str]:
 
 def spawners_for_view(db: Any, me: orm.User, view: str, *,
                       workspaces: Iterable[str] = ()) -> list[orm.Spawner]:
-    """The named servers a view lists (not yet filtered by permissions)."""
-    query = db.query(orm.Spawner).join(orm.User).filter(orm.Spawner.name != "")
+    """The servers a view lists (not yet filtered by permissions): the named ones, and a
+    default server in use (running, or with saved options or a failure)."""
+    query = db.query(orm.Spawner).join(orm.User)
     if view == "mine":
         query = query.filter(orm.Spawner.user_id == me.id)
     elif view == "shared":
@@ -100,10 +102,17 @@ def spawners_for_view(db: Any, me: orm.User, view: str, *,
         query = query.filter(orm.Spawner.user_id.in_(members))
         wanted = set(workspaces)
         return [s for s in query.order_by(orm.User.name, orm.Spawner.name)
-                if (s.user_options or {}).get("workspace") in wanted]
+                if (s.user_options or {}).get("workspace") in wanted and listed(s)]
     elif view != "all":
         raise ValueError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
-    return list(query.order_by(orm.User.name, orm.Spawner.name))
+    return [s for s in query.order_by(orm.User.name, orm.Spawner.name) if listed(s)]
+
+
+def listed(orm_spawner: orm.Spawner) -> bool:
+    """A named server, or a default server in use: running or pending, or with saved options
+    or a failure (JupyterHub makes an unused default server for everyone who signs in)."""
+    return bool(orm_spawner.name or orm_spawner.server is not None or orm_spawner.user_options
+                or LastFailure.from_state(orm_spawner.state))
 
 
 def forget_server(user: Any, name: str, orm_spawner: orm.Spawner) -> bool:

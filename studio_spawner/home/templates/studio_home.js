@@ -76,8 +76,8 @@
       if (settled) { return; }
       settled = true;
       if (action === "start" && owner === data.user) {
-        window.location.href = base + "spawn-pending/" + encodeURIComponent(owner) + "/" +
-          encodeURIComponent(server);
+        window.location.href = base + "spawn-pending/" + encodeURIComponent(owner) +
+          (server ? "/" + encodeURIComponent(server) : "");  // "": the default server
       } else {
         window.location.reload();
       }
@@ -101,7 +101,10 @@
       pending = null;
       call("DELETE", box.dataset.owner, box.dataset.server, { remove: true }).then(function () {
         var page = document.querySelector(".studio-page");
-        window.location.href = page ? base + "studios" : window.location.href;
+        var next = new URL(page ? base + "studios" : window.location.href, window.location.href);
+        next.searchParams.delete("error");
+        next.searchParams.set("message", "Deleted " + box.dataset.name);
+        window.location.href = next.toString();
       }).catch(function (error) { showError(box.dataset.name + ": " + error.message); });
     });
   }
