@@ -404,6 +404,25 @@ def test_times_share_one_format_and_extend_says_when_the_maximum_is_reached(
     page.context.close()
 
 
+def test_progress_page_replaces_starting_up_with_the_failure(hub, browser):
+    options = {"name": "Fails slowly", "workspace": "genomics", "template": "demo",
+               "environment_yml": "dependencies:\n  - numpy\n"}
+    page = login(browser, hub, "ann")
+    with ThreadPoolExecutor(1) as pool:  # the hub answers the start after up to 10 s
+        started = pool.submit(hub.api, "POST", "/users/ann/servers/fails-slowly", json=options)
+        deadline = time.monotonic() + 30
+        while "fails-slowly" not in hub.api("GET", "/users/ann").json()["servers"]:
+            assert time.monotonic() < deadline and not started.done(), started
+            time.sleep(0.2)
+        page.goto(f"{hub.url}/hub/spawn-pending/ann/fails-slowly")  # the build takes 6 s
+        expect(page.locator("#studio-pending-message")).to_be_visible()
+        expect(page.locator("#progress-message")).to_contain_text("failed", timeout=START_MS)
+        expect(page.locator("#studio-pending-message")).to_be_hidden()
+        expect(page.locator("#studio-pending-failed")).to_be_visible()
+        started.result()
+    page.context.close()
+
+
 def test_status_of_each_state_over_http(hub):
     """The status the home derives, seen over HTTP while studios start, build, fail and stop."""
     session = hub.login("ann")
