@@ -38,6 +38,7 @@ def test_a_missing_package_is_shown_beside_the_field(hub):
     )
     assert time.monotonic() - started < 10
     text = response.text
-    assert re.search(r'data-field="environment_yml">[^<]*package pandsa is not in local', text)
+    assert re.search(r'data-field="environment_yml"><div[^>]*>[^<]*package pandsa is not in '
+                     r'local', text)
     assert html.escape(spec, quote=False) in text, "what the user typed is kept"
     assert "conda" not in hub.api("GET", "/users/ann").json()["servers"], "nothing started"

@@ -13,20 +13,24 @@ class Inputs(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.controls: list[tuple[str, dict[str, str | None]]] = []
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, list[str]] = {}  # each field's messages, one per line
         self._error_field: str | None = None
+        self._in_line = False
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag in ("input", "textarea", "select", "option"):
             self.controls.append((tag, attributes))
-        if "studio-error" in (attributes.get("class") or ""):
+        classes = (attributes.get("class") or "").split()
+        if "studio-error" in classes:
             self._error_field = attributes.get("data-field")
+            self.errors[self._error_field] = []
+        self._in_line = "studio-error-line" in classes
 
     def handle_data(self, data):
-        if self._error_field:
-            self.errors[self._error_field] = data
-            self._error_field = None
+        if self._error_field and self._in_line:
+            self.errors[self._error_field].append(data)
+            self._in_line = False
 
     def named(self, name: str) -> list[dict[str, str | None]]:
         return [a for _, a in self.controls if a.get("name") == name]
@@ -97,8 +101,8 @@ def test_errors_show_next_to_their_fields_and_keep_what_was_typed(catalog):
     errors = {"env.JUPYTERHUB_X": "this variable is set by the hub", "image": "spaces"}
     html = render_form(catalog, submitted_values(typed), errors=errors)
     form = parse(html)
-    assert form.errors["env"] == "JUPYTERHUB_X: this variable is set by the hub"
-    assert form.errors["image"] == "spaces"
+    assert form.errors["env"] == ["JUPYTERHUB_X: this variable is set by the hub"]
+    assert form.errors["image"] == ["spaces"]
     assert form.named("image")[0]["value"] == "Bad Image"
     assert "<script>x</script>" not in html, "user text is escaped"
     assert "<details class=\"studio-section\" open" in html, "advanced opens to show its error"
@@ -116,7 +120,15 @@ def test_errors_of_fields_not_shown_go_in_the_banner(catalog):
 
 def test_field_errors_group_nested_fields():
     shown = field_errors({"data[1].writable": "read-only", "labels.app": "reserved"})
-    assert shown == {"data": "read-only", "labels": "app: reserved"}
+    assert shown == {"data": ["read-only"], "labels": ["app: reserved"]}
+
+
+def test_each_error_of_a_field_is_its_own_line(catalog):
+    errors = {"env.JUPYTERHUB_X": "this variable is set by the hub",
+              "env.BAD NAME": "a variable name has letters, digits and _"}
+    form = parse(render_form(catalog, submitted_values({"env": ["x"]}), errors=errors))
+    assert form.errors["env"] == ["JUPYTERHUB_X: this variable is set by the hub",
+                                  "BAD NAME: a variable name has letters, digits and _"]
 
 
 def test_existing_disk_is_read_only(catalog):

@@ -84,8 +84,8 @@ def test_invalid_new_studio_keeps_the_input_and_creates_nothing(hub):
     response = post(hub, session, "studios/new", name="Bad {x}", environment_source="custom",
                     image="Not An Image", lifespan_hours="99", action="add-and-start")
     assert response.status_code == 400
-    assert re.search(r'data-field="lifespan_hours">[^<]*1 to 24 hours', response.text)
-    assert re.search(r'data-field="image">[^<]*spaces', response.text)
+    assert re.search(r'data-field="lifespan_hours"><div[^>]*>[^<]*1 to 24 hours', response.text)
+    assert re.search(r'data-field="image"><div[^>]*>[^<]*spaces', response.text)
     assert 'value="Bad {x}"' in response.text and "Not An Image" in response.text
     assert all_servers(hub, "ben") == {}
 

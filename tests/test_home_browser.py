@@ -32,6 +32,7 @@ IMAGES = Path(__file__).parents[1] / "docs" / "images"
 MEMBERS = {"genomics": {"ann": "launch", "ben": "connect", "eve": "admin"},
            "proteomics": {"ann": "launch"}}
 START_MS = 120_000
+CLOCK = r"\d{1,2}:\d\d(\s?[AP]M)?"  # the browser's locale (en-US: 1:16 PM)
 # A Conda "build" that takes a few seconds and fails like a real one.
 INSTALLER = ("sh -c 'echo Solving environment; sleep 6; "
              "echo PackagesNotFoundError: nope >&2; exit 1'")
@@ -50,6 +51,7 @@ configure_workspace_sharing(c)
 configure_studio_home(c)
 c.StudioSpawner.conda_solve = False  # the in-pod build below fails like a real one
 c.StudioSpawner.lifespan_max_hours = 24
+c.StudioSpawner.allow_custom_tools = True
 c.StudioSpawner.startup_installer = {INSTALLER!r}
 c.StudioSpawner.templates = [
     {{"id": "demo", "display_name": "Demo studio", "image": "{STUDIO_IMAGE}",
@@ -132,12 +134,12 @@ def test_owner_adds_starts_extends_opens_stops_and_deletes(hub, browser, devclus
     studio = row(page, "ann", "rna-seq-qc")
     expect(studio.locator(".studio-status")).to_have_attribute("data-status", "running")
     deadline = studio.locator(".studio-deadline")
-    expect(deadline).to_have_text(re.compile(r"stops at \d\d:\d\d \(in (7 h 5\d min|8 h)\)"))
+    expect(deadline).to_have_text(re.compile(rf"stops at {CLOCK} \(in (7 h 5\d min|8 h)\)"))
     studio.locator("select[name=hours]").select_option("2")
     studio.locator(".studio-extend-button").click()
     expect(page.locator("#studio-message")).to_contain_text("RNA-seq QC extended by 2 h")
     expect(row(page, "ann", "rna-seq-qc").locator(".studio-deadline")).to_have_text(
-        re.compile(r"stops at \d\d:\d\d \(in (9 h 5\d min|10 h)\)"))
+        re.compile(rf"stops at {CLOCK} \(in (9 h 5\d min|10 h)\)"))
     row(page, "ann", "rna-seq-qc").locator("a[data-action=open]").click()
     page.wait_for_url("**/user/ann/rna-seq-qc/**")
     assert '"version"' in page.content()
@@ -207,6 +209,8 @@ def test_workspace_admin_manages_members_studios_without_opening_private_ones(
     expect(private.locator("a[data-action=edit]")).to_have_count(0)
     expect(row(page, "ann", ann_studios["shared"]).locator("a[data-action=open]")).to_have_count(1)
     private.locator("button[data-action=stop]").click()
+    expect(private.locator(".studio-status")).to_have_attribute("data-status", "stopping",
+                                                               timeout=2000)
     status_of(page, "ann", ann_studios["private"], "stopped")
     row(page, "ann", ann_studios["private"]).locator("button[data-action=start]").click()
     # no reload by the test: the page reloads itself while a studio starts
@@ -235,6 +239,8 @@ def test_build_failure_comes_back_to_the_form_and_its_report_stays(hub, browser)
                       timeout=START_MS)
     if "spawn-pending" in page.url:  # slower than the hub's slow_spawn_timeout
         expect(page.locator("#progress-message")).to_contain_text("failed", timeout=START_MS)
+        expect(page.locator("#studio-pending-message")).to_be_hidden()
+        expect(page.locator("#studio-pending-failed")).to_be_visible()
         page.click("#studio-back")
     error = page.locator(".studio-error[data-field=environment_yml]")
     expect(error).to_contain_text("build failed")
@@ -291,6 +297,8 @@ def test_image_pull_failure_names_the_image_field_and_keeps_the_form(hub, browse
                       timeout=START_MS)
     if "spawn-pending" in page.url:
         expect(page.locator("#progress-message")).to_contain_text("failed", timeout=START_MS)
+        expect(page.locator("#studio-pending-message")).to_be_hidden()
+        expect(page.locator("#studio-pending-failed")).to_be_visible()
         page.click("#studio-back")
     expect(page.locator(".studio-error[data-field=image]")).to_contain_text("pulled")
     expect(page.locator("#studio-image")).to_have_value(BROKEN_IMAGE)
@@ -310,6 +318,143 @@ def test_screenshots_of_the_home_and_the_new_studio_form(hub, browser, ann_studi
     page.fill("#studio-description", "Clustering of the 2026 atlas")
     page.set_viewport_size({"width": 1000, "height": 900})
     page.screenshot(path=str(IMAGES / "new-studio.png"), full_page=True)
+
+
+LONG_NAME = "x" * 64  # no spaces: the browser cannot break it by itself
+
+FITS = """() => {
+    const wrap = document.querySelector(".studio-table-wrap");
+    const table = wrap.querySelector("table");
+    const outside = [...document.querySelectorAll(".studio-table .studio-actions > a, "
+        + ".studio-table .studio-actions > button, .studio-table .studio-more summary")]
+        .map((el) => el.getBoundingClientRect())
+        .filter((r) => r.left < 0 || r.right > window.innerWidth).length;
+    const wide = [...table.querySelectorAll("*")]  // what overflows, for the message
+        .filter((el) => el.scrollWidth > el.clientWidth + 1).slice(0, 4)
+        .map((el) => el.tagName + "." + el.className + " " + el.scrollWidth);
+    return {table: table.scrollWidth, wrap: wrap.clientWidth, outside, wide};
+}"""
+
+
+def test_the_studio_table_fits_its_container_with_every_action_in_view(hub, browser, ann_studios):
+    page = login(browser, hub, "ann")
+    new_studio(page, hub, LONG_NAME)
+    page.wait_for_url("**/hub/studios/ann/*")
+    page.context.close()
+    page = login(browser, hub, "admin")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.click("#studio-views a[data-view=all]")
+    expect(row(page, "ann", ann_studios["shared"]).locator("a[data-action=open]")).to_be_visible()
+    expect(page.locator("a.studio-name", has_text=LONG_NAME)).to_be_visible()
+    for width in (1280, 1920, 390):
+        page.set_viewport_size({"width": width, "height": 800})
+        fit = page.evaluate(FITS)
+        assert fit["table"] <= fit["wrap"] and fit["outside"] == 0, (width, fit)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    shared = row(page, "ann", ann_studios["shared"])
+    shared.locator(".studio-more summary").click()
+    for action in ("edit", "duplicate", "delete"):
+        box = shared.locator(f"[data-action={action}]").bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 1280, (action, box)
+    shared.locator("a[data-action=edit]").click()
+    page.wait_for_url(f"**/studios/ann/{ann_studios['shared']}/edit")
+    expect(page).to_have_title(re.compile("^Edit Shared work"))
+    expect(page.locator(".breadcrumb")).to_contain_text("Shared work")
+    expect(page.locator("#studio-form-title")).to_contain_text("Edit Shared work")
+
+
+def test_add_and_start_shows_it_is_working_and_cannot_be_sent_twice(hub, browser):
+    page = login(browser, hub, "ann")
+    page.click("#studio-new")
+    page.fill("#studio-name", "Held start")
+    # The submit is held in the page (after the form's own handler) so its state can be seen.
+    page.evaluate("window.addEventListener('submit', (event) => event.preventDefault())")
+    page.click("#studio-add-start")
+    for button in ("#studio-add", "#studio-add-start"):
+        expect(page.locator(button)).to_be_disabled()
+    expect(page.locator("#studio-add-start")).to_contain_text("Starting…")
+    sent = page.locator("#studio-home-form input.studio-submitter")
+    expect(sent).to_have_attribute("value", "add-and-start")  # sent though its button is disabled
+    # Shown again from the back-forward cache: the buttons work again.
+    page.evaluate("window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
+    expect(page.locator("#studio-add-start")).to_be_enabled()
+    expect(page.locator("#studio-add-start")).to_have_text("Add and start")
+    expect(sent).to_have_count(0)
+    page.context.close()
+
+
+def test_form_marks_invalid_fields_and_disables_what_the_environment_refuses(hub, browser):
+    page = login(browser, hub, "ann")
+    page.click("#studio-new")
+    page.fill("#studio-name", "Bad env")
+    page.click("summary:has-text('Advanced')")
+    page.fill("#studio-env", "JUPYTERHUB_X=1\nBAD NAME=2")
+    page.fill("#studio-init", "echo hi")
+    page.click("#studio-add")
+    lines = page.locator(".studio-error[data-field=env] .studio-error-line")
+    expect(lines).to_have_count(2)
+    expect(page.locator("#studio-env")).to_have_attribute("aria-invalid", "true")
+    conda, init = page.locator("#studio-environment-yml"), page.locator("#studio-init")
+    expect(conda).to_be_enabled()
+    page.check("input[name=environment_source][value=custom]")
+    expect(conda).to_be_disabled()
+    expect(page.locator(".studio-conda-off")).to_contain_text("custom image")
+    page.check("input[name=kind][value=tool]")
+    expect(init).to_be_disabled()
+    expect(page.locator(".studio-tool-off")).to_contain_text("own command")
+    page.check("input[name=environment_source][value=template]")
+    expect(init).to_be_enabled()
+    expect(init).to_have_value("echo hi")
+    expect(conda).to_be_enabled()
+
+
+def test_times_share_one_format_and_extend_says_when_the_maximum_is_reached(
+        hub, browser, ann_studios):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.clock.install()
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", "ann")
+    page.fill("input[name=password]", "studio")
+    page.click("input[type=submit], button[type=submit]")
+    page.goto(f"{hub.url}/hub/studios/ann/{ann_studios['shared']}")
+    started = page.locator("#studio-details time").first.text_content()
+    deadline = page.locator(".studio-deadline").text_content()
+    twelve = re.compile(r"\d\s?[AP]M")
+    assert bool(twelve.search(started)) == bool(twelve.search(deadline)), (started, deadline)
+    for _ in range(5):
+        extend = page.locator(".studio-extend-button")
+        if not extend.count():
+            break
+        page.locator("select[name=hours]").select_option(index=-1 + page.locator(
+            "select[name=hours] option").count())
+        extend.click()
+        page.wait_for_url("**/studios/ann/*message=*")
+    expect(page.locator(".studio-extend-max")).to_be_disabled()
+    expect(page.locator(".studio-extend-max")).to_contain_text("maximum reached")
+    page.evaluate("""() => document.querySelector('.studio-deadline').dataset.deadline =
+        new Date(Date.now() + (4 * 24 + 23) * 3600e3 + 60e3).toISOString()""")
+    page.clock.run_for(31_000)
+    expect(page.locator(".studio-deadline")).to_contain_text("(in 4 d 23 h)")
+    page.context.close()
+
+
+def test_progress_page_replaces_starting_up_with_the_failure(hub, browser):
+    options = {"name": "Fails slowly", "workspace": "genomics", "template": "demo",
+               "environment_yml": "dependencies:\n  - numpy\n"}
+    page = login(browser, hub, "ann")
+    with ThreadPoolExecutor(1) as pool:  # the hub answers the start after up to 10 s
+        started = pool.submit(hub.api, "POST", "/users/ann/servers/fails-slowly", json=options)
+        deadline = time.monotonic() + 30
+        while "fails-slowly" not in hub.api("GET", "/users/ann").json()["servers"]:
+            assert time.monotonic() < deadline and not started.done(), started
+            time.sleep(0.2)
+        page.goto(f"{hub.url}/hub/spawn-pending/ann/fails-slowly")  # the build takes 6 s
+        expect(page.locator("#studio-pending-message")).to_be_visible()
+        expect(page.locator("#progress-message")).to_contain_text("failed", timeout=START_MS)
+        expect(page.locator("#studio-pending-message")).to_be_hidden()
+        expect(page.locator("#studio-pending-failed")).to_be_visible()
+        started.result()
+    page.context.close()
 
 
 def test_status_of_each_state_over_http(hub):

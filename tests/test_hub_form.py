@@ -39,9 +39,9 @@ def test_invalid_submit_shows_errors_beside_fields_and_keeps_input(hub):
     )
     text = response.text
     assert "The studio options need fixing" in text
-    assert re.search(r'data-field="lifespan_hours">[^<]*1 to 24 hours', text)
-    assert re.search(r'data-field="image">[^<]*spaces', text)
-    assert re.search(r'data-field="env">JUPYTERHUB_API_TOKEN: [^<]*set by the hub', text)
+    assert re.search(r'data-field="lifespan_hours"><div[^>]*>[^<]*1 to 24 hours', text)
+    assert re.search(r'data-field="image"><div[^>]*>[^<]*spaces', text)
+    assert re.search(r'data-field="env"><div[^>]*>JUPYTERHUB_API_TOKEN: [^<]*set by the hub', text)
     assert 'value="My {rna} study"' in text, "what the user typed is kept"
     status = hub.api("GET", "/users/ann").json()["servers"]
     assert "rna" not in status, "nothing was started"

@@ -83,15 +83,16 @@ def submitted_values(formdata: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     }
 
 
-def field_errors(errors: Mapping[str, str]) -> dict[str, str]:
-    """Map error fields such as env.FOO or data[0].name to the form input they belong to."""
-    shown: dict[str, str] = {}
+def field_errors(errors: Mapping[str, str]) -> dict[str, list[str]]:
+    """Map error fields such as env.FOO or data[0].name to the form input they belong to
+    (each input's messages in order, one per line on the form)."""
+    shown: dict[str, list[str]] = {}
     for field, message in errors.items():
         root = _FIELD_ROOT.match(field)
         key = root.group(0) if root else field
         detail = field[len(key):].lstrip(".")
         text = f"{detail}: {message}" if detail and not detail.startswith("[") else message
-        shown[key] = f"{shown[key]} {text}" if key in shown else text
+        shown.setdefault(key, []).append(text)
     return shown
 
 

@@ -174,8 +174,10 @@ class FormHandler(HomeHandler):
         form = render_form(spawner, values, errors=errors, workspaces=spawner.workspaces(),
                            existing_disk_gib=getattr(spawner, "_studio_disk_gib", None))
         self.set_status(status)
+        saved = getattr(spawner.orm_spawner, "user_options", None) or {}
         await self.render("studio_form.html", form=form, mode=mode, owner=owner,
-                          server=server, errors=errors, error_summary=bool(errors))
+                          server=server, display_name=saved.get("name") or server,
+                          errors=errors, error_summary=bool(errors))
 
     def parse_submit(self, spawner: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
         """The submitted options, or None and the errors by field."""

@@ -33,26 +33,43 @@
     });
   }
 
-  function duration(seconds) {
+  function duration(seconds) {  // "45 min", "2 h 10 min", "4 d 23 h"
     var minutes = Math.max(0, Math.round(seconds / 60));
     var hours = Math.floor(minutes / 60);
+    var days = Math.floor(hours / 24);
     minutes = minutes % 60;
+    if (days) { return days + " d" + (hours % 24 ? " " + hours % 24 + " h" : ""); }
     if (hours && minutes) { return hours + " h " + minutes + " min"; }
     return hours ? hours + " h" : minutes + " min";
   }
+
+  // Times in the browser's locale (its language and 12 or 24 h clock), the same way everywhere.
+  var CLOCK = { hour: "numeric", minute: "2-digit" };
+  var DATE_TIME = { dateStyle: "medium", timeStyle: "short" };
 
   function localTimes() {
     var now = Date.now();
     document.querySelectorAll("[data-deadline]").forEach(function (el) {
       var at = new Date(el.dataset.deadline);
-      var clock = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
-      var day = at.toDateString() === new Date().toDateString() ? "" :
-        at.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }) + " ";
-      el.textContent = "stops at " + day + clock + " (in " + duration((at - now) / 1000) + ")";
+      var when = at.toDateString() === new Date().toDateString() ?
+        at.toLocaleTimeString([], CLOCK) : at.toLocaleString([], DATE_TIME);
+      el.textContent = "stops at " + when + " (in " + duration((at - now) / 1000) + ")";
     });
     document.querySelectorAll("time[data-local]").forEach(function (el) {
-      el.textContent = new Date(el.dataset.local).toLocaleString();
+      el.textContent = new Date(el.dataset.local).toLocaleString([], DATE_TIME);
     });
+  }
+
+  // A studio's badge shows what it is doing at once; the reload shows the hub's status.
+  function showStatus(box, status) {
+    var scope = box.closest(".studio-row, .studio-page");
+    var badge = scope && scope.querySelector(".studio-status");
+    if (!badge) { return null; }
+    var before = badge.dataset.status;
+    badge.className = "badge studio-status studio-status-" + status;
+    badge.dataset.status = status;
+    badge.textContent = status;
+    return before;
   }
 
   var dialog = document.getElementById("studio-delete-dialog");
@@ -71,6 +88,7 @@
       return;
     }
     button.disabled = true;
+    var before = showStatus(box, action === "start" ? "starting" : "stopping");
     var settled = false;
     function next() {  // the owner follows the start's progress; others see the status
       if (settled) { return; }
@@ -87,6 +105,7 @@
       if (settled) { return; }  // the page already moved on; it shows the failure itself
       settled = true;
       button.disabled = false;
+      if (before) { showStatus(box, before); }
       showError(box.dataset.name + ": " + error.message);
     });
     // The hub answers a start only when it is done (or after 10 s): move on before that,
