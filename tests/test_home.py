@@ -95,7 +95,7 @@ def test_an_empty_custom_image_is_marked_on_the_image_field(hub):
     response = post(hub, session, "studios/new", name="Custom", environment_source="custom",
                     image="", action="add")
     assert response.status_code == 400
-    assert re.search(r'data-field="image">[^<]*choose a template or enter a custom image',
+    assert re.search(r'data-field="image"><div[^>]*>[^<]*choose a template or enter a custom image',
                      response.text)
 
 
