@@ -32,7 +32,8 @@ IMAGES = Path(__file__).parents[1] / "docs" / "images"
 MEMBERS = {"genomics": {"ann": "launch", "ben": "connect", "eve": "admin"},
            "proteomics": {"ann": "launch"}}
 START_MS = 120_000
-CLOCK = r"\d{1,2}:\d\d(\s?[AP]M)?"  # the browser's locale (en-US: 1:16 PM)
+# the browser's locale (en-US: 1:16 PM), with the date when it is not today (Nov 28, 2026, …)
+CLOCK = r"([A-Z][a-z]{2} \d{1,2}, \d{4}, )?\d{1,2}:\d\d(\s?[AP]M)?"
 # A Conda "build" that takes a few seconds and fails like a real one.
 INSTALLER = ("sh -c 'echo Solving environment; sleep 6; "
              "echo PackagesNotFoundError: nope >&2; exit 1'")
@@ -158,7 +159,8 @@ def test_owner_adds_starts_extends_opens_stops_and_deletes(hub, browser, devclus
                                    params={"include_stopped_servers": 1}).json()["servers"]
     page.locator("button[data-action=delete]").click()
     page.click("#studio-delete-confirm")
-    page.wait_for_url("**/hub/studios")
+    page.wait_for_url(re.compile(r".*/hub/studios\?message=Deleted"))
+    expect(page.locator("#studio-message")).to_contain_text("Deleted RNA-seq QC")
     expect(row(page, "ann", "rna-seq-qc")).to_have_count(0)
     assert "rna-seq-qc" not in hub.api("GET", "/users/ann",
                                        params={"include_stopped_servers": 1}).json()["servers"]
@@ -284,6 +286,7 @@ def test_failing_init_script_comes_back_beside_its_field_and_is_kept(hub, browse
     assert time.monotonic() - began < 100, "the start fails as the script does"
     log = hub.log.read_text()
     assert "never showed up" not in log and "Exception is not set" not in log
+    failed.locator(".studio-more summary").click()
     failed.locator("button[data-action=delete]").click()
     page.click("#studio-delete-confirm")
     expect(page.locator("#studio-message")).to_contain_text("Deleted Init fails")
