@@ -155,7 +155,9 @@ class StudioHandler(HomeHandler):
     @web.authenticated
     async def get(self, owner: str, server: str) -> None:
         user, orm_spawner, row = self.studio(owner, server)
-        secrets = user.spawners[server].saved_secrets_for_requester()
+        # (another spawner class than StudioSpawner keeps no secrets apart: shown as hidden)
+        reveal = getattr(user.spawners[server], "saved_secrets_for_requester", None)
+        secrets = reveal() if reveal is not None else None
         await self.render("studio.html", row=row, catalog=self.catalog,
                           home_volume=self.home_volume(user, server), secrets=secrets,
                           message=self.get_argument("message", ""),
