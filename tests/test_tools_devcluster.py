@@ -27,7 +27,7 @@ from .test_e2e_devcluster import gone, pod, spawn_failure
 CONNECT_IMAGE = f"{PUBLIC_HOST}/studio-connect:1"
 TOOL_IMAGE = f"{PUBLIC_HOST}/tool:1"
 STATIC_IMAGE = f"{PUBLIC_HOST}/nopython:1"
-GRACE_SECONDS = 6
+GRACE_SECONDS = 10  # wide enough apart from a polite stop (several seconds under load)
 SEED_CMD = ["/bin/sh", "-c",
             'exec python3 -m http.server "$CONNECT_TOOL_PORT" --bind 127.0.0.1']
 HTTP_SERVER = "python3 -m http.server $CONNECT_TOOL_PORT --bind 127.0.0.1"
