@@ -320,12 +320,7 @@ func TestStreamingIsNotBuffered(t *testing.T) {
 		w.Write([]byte("second\n"))
 	})
 	s := newStudio(t, tool, nil)
-	req, _ := http.NewRequest("GET", s.url+"/user/ann/rna/stream", nil)
-	req.Header.Set("Authorization", "token token-ann")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getAsAnn(t, s.url+"/user/ann/rna/stream")
 	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
 	close(release)
 	if line != "first\n" {

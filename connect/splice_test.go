@@ -53,7 +53,8 @@ func (c *connTool) remote(i int) string {
 	return c.remotes[i]
 }
 
-func download(t *testing.T, target string) (*http.Response, []byte) {
+// getAsAnn sends a GET with ann's API token (the studio's owner).
+func getAsAnn(t *testing.T, target string) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest("GET", target, nil)
 	req.Header.Set("Authorization", "token token-ann")
@@ -61,6 +62,12 @@ func download(t *testing.T, target string) (*http.Response, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+func download(t *testing.T, target string) (*http.Response, []byte) {
+	t.Helper()
+	resp := getAsAnn(t, target)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -152,12 +159,7 @@ func TestAClientLeavingMidSpliceReleasesTheTool(t *testing.T) {
 		}
 	})
 	s := newStudio(t, tool, nil)
-	req, _ := http.NewRequest("GET", s.url+"/user/ann/rna/endless", nil)
-	req.Header.Set("Authorization", "token token-ann")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getAsAnn(t, s.url+"/user/ann/rna/endless")
 	io.CopyN(io.Discard, resp.Body, 4<<20)
 	resp.Body.Close()
 	select {
